@@ -1,0 +1,566 @@
+"""PPO with the adaptive KL penalty L^KLPEN, in one file.
+
+Article sections and where they live here:
+    From Baseline to Advantage        Critic; compute_gae; step 2 of train
+    The Surrogate Objective           r_t(theta) in step 3 of train (formed in log space)
+    PPO: Approximate the Constraint
+         with Clipping (L^KLPEN)      kl_penalty_loss, update_beta; step 3 of train
+    Putting It Together               the numbered blocks 1-5 of train
+Paper: Schulman et al., Proximal Policy Optimization Algorithms, arXiv:1707.06347.
+GAE:   Schulman et al., High-Dimensional Continuous Control Using GAE, arXiv:1506.02438.
+
+Notation (article -> code):
+    pi_theta, pi_theta'     actor (being updated), old_actor (collected the batch)
+    V                       critic
+    r_t(theta)              ratio = exp(newlogprob - b_logprobs)
+    A_t (hat)               advantages, b_advantages, mb_advantages
+    delta_t                 delta (TD residual inside compute_gae)
+    gamma, lambda           gamma, gae_lambda
+    beta, d_targ            beta (beta_init at the start), kl_target
+    D_KL(pi_theta' || pi_theta)   kl (exact, closed form, batch mean)
+
+Not in the article, each behind a flag: advantage normalisation (--norm-adv), value clipping
+(--vf-clip), entropy bonus (--ent-coef), orthogonal initialisation, Adam eps 1e-5,
+gradient-norm clipping (--max-grad-norm), learning-rate annealing (--anneal-lr), observation
+normalisation and reward scaling for continuous control (--normalize).
+
+Examples:
+    python ppo_kl.py                                     # CartPole-v1 with the defaults below
+    python ppo_kl.py --env-id Hopper-v5 --total-timesteps 1000000 --num-envs 1 \\
+        --num-steps 2048 --num-minibatches 32 --update-epochs 10 --learning-rate 3e-4 \\
+        --gamma 0.99 --gae-lambda 0.95 --ent-coef 0 --vf-clip 0.2 --normalize
+"""
+
+import copy
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.distributions import Categorical, Distribution, Independent, Normal, kl_divergence
+import gymnasium as gym
+import tyro
+
+
+@dataclass
+class Args:
+    """PPO with the adaptive KL penalty (arXiv:1707.06347, section 4)."""
+
+    # --- run ---
+    exp_name: str = "ppo_kl"
+    """name of the experiment, part of the run folder's name"""
+    seed: int = 1
+    """seed of numpy, torch, python's random and the environments"""
+    runs_dir: str = "runs"
+    """parent folder of the run folders"""
+    torch_deterministic: bool = True
+    """use torch's deterministic algorithms (same seed, same run)"""
+    cuda: bool = False
+    """train on the GPU if there is one; off by default: networks this small run faster on a CPU"""
+    save_model: bool = False
+    """write model.pt (networks and observation-normalisation statistics) into the run folder"""
+    capture_video: bool = False
+    """record videos of the first environment into the run folder (needs the moviepy package)"""
+    eval_checkpoint: str | None = None
+    """skip training: load this model.pt, play --eval-episodes with the deterministic policy"""
+    eval_episodes: int = 10
+    """number of episodes played by --eval-checkpoint"""
+
+    # --- environment and rollout ---
+    env_id: str = "CartPole-v1"
+    """gymnasium environment id (Discrete or Box actions, Box observations)"""
+    total_timesteps: int = 100_000
+    """environment steps of the whole run, summed over the parallel environments"""
+    num_envs: int = 8
+    """parallel environments in the vector env (N)"""
+    num_steps: int = 32
+    """steps per environment per rollout (T); one batch is N * T steps"""
+    normalize: bool = False
+    """running observation normalisation and reward scaling, both clipped to [-10, 10]"""
+
+    # --- advantage ---
+    gamma: float = 0.98
+    """discount gamma in (0, 1]; 0.99 is usual, CartPole learns faster with 0.98"""
+    gae_lambda: float = 0.8
+    """lambda in [0, 1] of GAE: 0 is the one-step TD error, 1 the return minus V"""
+    norm_adv: bool = True
+    """normalise the advantages of each minibatch to mean 0 and std 1"""
+
+    # --- optimisation ---
+    learning_rate: float = 1e-3
+    """Adam step size for actor and critic; 3e-4 for MuJoCo"""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over the run"""
+    num_minibatches: int = 1
+    """minibatches per epoch; must divide N * T"""
+    update_epochs: int = 20
+    """passes over each batch (K in the paper); 3 to 30"""
+    max_grad_norm: float = 0.5
+    """clip the global gradient norm of both networks to this value"""
+    vf_coef: float = 0.5
+    """weight c_1 of the value loss in the joint loss (paper eq. 9)"""
+    vf_clip: float | None = None
+    """optional: clip the value update to [V_old - c, V_old + c]; the OpenAI baselines use 0.2"""
+    ent_coef: float = 0.0
+    """weight c_2 of the entropy bonus (paper eq. 9); 0 to 0.01"""
+    hidden_size: int = 64
+    """width of the two hidden tanh layers of actor and critic"""
+
+    # --- PPO-KL ---
+    kl_target: float = 0.01
+    """d_targ: the KL per update that beta steers toward (not an early stop); paper 0.003-0.03"""
+    beta_init: float = 1.0
+    """beta of the first update: the weight of the KL penalty in L^KLPEN"""
+    adaptive: bool = True
+    """adapt beta after each update; --no-adaptive keeps beta_init (the paper's fixed-beta rows)"""
+
+
+def fail(message: str, status: int = 2) -> None:
+    """End the program with one line on stderr, no traceback."""
+    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def check_args(args: Args) -> None:
+    """Every rule on the flags, before anything is built."""
+    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
+                 "hidden_size", "eval_episodes"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} {getattr(args, name)}: must be a positive integer")
+    if not 0 < args.gamma <= 1:
+        fail(f"--gamma {args.gamma}: must lie in (0, 1]")
+    if not 0 <= args.gae_lambda <= 1:
+        fail(f"--gae-lambda {args.gae_lambda}: must lie in [0, 1]")
+    if not args.learning_rate > 0:
+        fail(f"--learning-rate {args.learning_rate}: must be positive")
+    if not args.kl_target > 0:
+        fail(f"--kl-target {args.kl_target}: must be positive")
+    if not args.beta_init >= 0:
+        fail(f"--beta-init {args.beta_init}: must be non-negative")
+    if args.vf_clip is not None and not args.vf_clip > 0:
+        fail(f"--vf-clip {args.vf_clip}: must be positive")
+    if not (args.max_grad_norm > 0 and args.vf_coef >= 0 and args.ent_coef >= 0):
+        fail("--max-grad-norm must be positive, --vf-coef and --ent-coef non-negative")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches:
+        fail(f"--num-minibatches {args.num_minibatches}: must divide the batch "
+             f"num_envs * num_steps = {batch_size}")
+    if args.capture_video:
+        try:
+            import moviepy  # noqa: F401
+        except ImportError:
+            fail("--capture-video needs the moviepy package: pip install moviepy")
+    if args.eval_checkpoint is None:
+        check_env(args.env_id)
+
+
+def check_env(env_id: str) -> None:
+    """The env must exist and have a Box observation and a Discrete or Box action space."""
+    try:
+        env = gym.make(env_id)
+    except Exception as error:
+        fail(f"--env-id {env_id!r}: cannot be made ({str(error).splitlines()[0]})")
+    obs_space, action_space = env.observation_space, env.action_space
+    env.close()
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+        fail(f"--env-id {env_id!r}: observation space {obs_space} is not handled "
+             "(a flat Box is)")
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        fail(f"--env-id {env_id!r}: action space {action_space} is not handled "
+             "(Discrete or Box are)")
+
+
+def make_env(env_id: str, idx: int, capture_video: bool, run_dir: Path, gamma: float,
+             normalize: bool):
+    """A thunk for gym.vector.SyncVectorEnv; every wrapper is per env (see DESIGN.md)."""
+
+    def thunk() -> gym.Env:
+        env = gym.make(env_id, render_mode="rgb_array" if capture_video and idx == 0 else None)
+        if capture_video and idx == 0:
+            env = gym.wrappers.RecordVideo(env, str(run_dir / "videos"))
+        # first, so that the recorded episodic returns are the raw ones
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        if isinstance(env.action_space, gym.spaces.Box):
+            # the Gaussian samples unbounded actions; the env only accepts its box
+            env = gym.wrappers.ClipAction(env)
+        if normalize:
+            # not in the article: running mean/std of observations and of the discounted return,
+            # clipped to [-10, 10] (arXiv:2006.05990, "What Matters in On-Policy RL", C3)
+            env = gym.wrappers.NormalizeObservation(env)
+            env = gym.wrappers.TransformObservation(env, lambda o: np.clip(o, -10, 10),
+                                                    env.observation_space)
+            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+            env = gym.wrappers.TransformReward(env, lambda r: np.clip(r, -10, 10))
+        return env
+
+    return thunk
+
+
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    # not in the article: orthogonal initialisation (arXiv:2006.05990, C57; OpenAI baselines)
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, out_std: float) -> nn.Sequential:
+    return nn.Sequential(
+        layer_init(nn.Linear(in_dim, hidden)), nn.Tanh(),
+        layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+        layer_init(nn.Linear(hidden, out_dim), std=out_std),
+    )
+
+
+class Actor(nn.Module):
+    """pi_theta(.|s): Categorical for Discrete actions, diagonal Gaussian with a
+    state-independent log std for Box actions."""
+
+    def __init__(self, obs_dim: int, action_space: gym.Space, hidden: int):
+        super().__init__()
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        out_dim = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
+        # a near-zero last layer starts near the uniform / zero-mean policy
+        self.net = mlp(obs_dim, hidden, out_dim, out_std=0.01)
+        if self.continuous:
+            self.log_std = nn.Parameter(torch.zeros(out_dim))
+
+    def forward(self, obs: torch.Tensor) -> Distribution:
+        out = self.net(obs)
+        # validate_args=False: the argument checks cost as much as the network (DESIGN.md)
+        if self.continuous:
+            std = self.log_std.exp().expand_as(out)
+            return Independent(Normal(out, std, validate_args=False), 1, validate_args=False)
+        return Categorical(logits=out, validate_args=False)
+
+
+class Critic(nn.Module):
+    """V(s), the second network of the actor-critic [From Baseline to Advantage]."""
+
+    def __init__(self, obs_dim: int, hidden: int):
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, 1, out_std=1.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)
+
+
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor,
+                terminations: torch.Tensor, dones: torch.Tensor, gamma: float,
+                gae_lambda: float) -> torch.Tensor:
+    """A_t = sum_l (gamma lambda)^l delta_{t+l}, delta_t = r_t + gamma V(s_{t+1}) - V(s_t).
+
+    [From Baseline to Advantage]; arXiv:1506.02438 eq. 16. All inputs are [T, N];
+    next_values[t] is V of the true next state of step t (the final observation where the
+    episode ended). A termination drops the bootstrap; any episode end (termination or
+    time-limit truncation) stops the sum.
+    """
+    # delta_t = r_t + gamma * (1 - term_t) * V(s_{t+1}) - V(s_t)
+    delta = rewards + gamma * (1.0 - terminations) * next_values - values
+    advantages = torch.zeros_like(rewards)
+    advantage = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        # A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}, the sum written backwards
+        advantage = delta[t] + gamma * gae_lambda * (1.0 - dones[t]) * advantage
+        advantages[t] = advantage
+    return advantages
+
+
+def mean_kl(old_dist: Distribution, new_dist: Distribution) -> torch.Tensor:
+    """Batch mean of the exact KL(pi_theta'(.|s) || pi_theta(.|s)), in closed form.
+
+    The constraint of [TRPO: Enforce the Constraint Exactly]; the one KL of this file."""
+    return kl_divergence(old_dist, new_dist).mean()
+
+
+def kl_penalty_loss(ratio: torch.Tensor, advantages: torch.Tensor, kl: torch.Tensor,
+                    beta: float) -> torch.Tensor:
+    """Return -L^KLPEN = -(mean(r_t A_t) - beta * mean KL(pi_theta' || pi_theta)).
+
+    [PPO: Approximate the Constraint with Clipping]; arXiv:1707.06347 eq. 8. `kl` is the
+    minibatch mean of the exact KL, so its gradient pulls pi_theta back toward pi_theta'."""
+    objective = (ratio * advantages).mean() - beta * kl
+    return -objective
+
+
+def update_beta(beta: float, kl: float, kl_target: float) -> float:
+    """Halve beta when d < d_targ / 1.5, double it when d > 1.5 d_targ, else keep it.
+
+    arXiv:1707.06347 section 4 (the factors 1.5 and 2 are the paper's)."""
+    if kl < kl_target / 1.5:
+        return beta / 2.0
+    if kl > kl_target * 1.5:
+        return beta * 2.0
+    return beta
+
+
+def new_run_dir(args: Args) -> Path:
+    name = Path(args.runs_dir) / f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir, copies = name, 1
+    while True:  # two runs started in the same second get folders -2, -3, ...
+        try:
+            run_dir.mkdir(parents=True)
+            break
+        except FileExistsError:
+            copies += 1
+            run_dir = name.with_name(f"{name.name}-{copies}")
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "gymnasium": gym.__version__, "numpy": np.__version__}
+    (run_dir / "config.json").write_text(json.dumps({**asdict(args), "versions": versions},
+                                                    indent=2))
+    return run_dir
+
+
+def csv_writer(path: Path, columns: list[str]):
+    """Return a function that appends one row; rows are flushed as written."""
+    file = open(path, "w", buffering=1)  # line-buffered: a stopped run keeps every row
+
+    def write(*row) -> None:
+        file.write(",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row) + "\n")
+
+    write(*columns)
+    return write
+
+
+def train(args: Args) -> Path:
+    """Run one experiment and return its run folder."""
+    batch_size = args.num_envs * args.num_steps
+    minibatch_size = batch_size // args.num_minibatches
+    num_iterations = args.total_timesteps // batch_size
+    run_dir = new_run_dir(args)
+    write_episode = csv_writer(run_dir / "episodes.csv",
+                               ["global_step", "episodic_return", "episodic_length", "wall_time"])
+    write_update = csv_writer(run_dir / "updates.csv",
+                              ["global_step", "iteration", "sps", "policy_loss", "value_loss",
+                               "entropy", "kl", "explained_variance", "beta"])
+
+    # seeding, all in one block; one torch thread is faster for networks this small
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    torch.set_num_threads(1)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, i, args.capture_video, run_dir, args.gamma, args.normalize)
+         for i in range(args.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    obs_dim = envs.single_observation_space.shape[0]
+    actor = Actor(obs_dim, envs.single_action_space, args.hidden_size).to(device)
+    critic = Critic(obs_dim, args.hidden_size).to(device)
+    params = [*actor.parameters(), *critic.parameters()]
+    # not in the article: Adam eps 1e-5 instead of 1e-8 (OpenAI baselines; arXiv:2005.12729)
+    optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5, fused=True)
+
+    # storage: row t holds step t of every env
+    T, N = args.num_steps, args.num_envs
+    obs = torch.zeros((T, N, obs_dim), device=device)  # [T, N, obs_dim]
+    next_obs_true = torch.zeros((T, N, obs_dim), device=device)  # s_{t+1}, final obs at ends
+    actions = torch.zeros((T, N, *envs.single_action_space.shape), device=device)
+    logprobs = torch.zeros((T, N), device=device)  # [T, N]
+    rewards = torch.zeros((T, N), device=device)
+    terminations = torch.zeros((T, N), device=device)
+    dones = torch.zeros((T, N), device=device)
+
+    global_step = 0
+    beta = args.beta_init
+    recent_returns: list[float] = []
+    start_time = time.time()
+    next_obs_np, _ = envs.reset(seed=args.seed)
+    next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
+    print_every = max(1, num_iterations // 50)
+    for iteration in range(1, num_iterations + 1):
+        if args.anneal_lr:
+            # not in the article: linear learning-rate decay to 0 (arXiv:1707.06347, Table 3)
+            optimizer.param_groups[0]["lr"] = args.learning_rate * (
+                1.0 - (iteration - 1.0) / num_iterations)
+
+        # --- 1. Collect a batch with pi_theta' [Putting It Together, step 1] ---
+        for step in range(T):
+            obs[step] = next_obs
+            with torch.no_grad():
+                dist = actor(next_obs)
+                action = dist.sample()
+                logprobs[step] = dist.log_prob(action)
+            actions[step] = action
+            next_obs_np, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+            global_step += N
+            true_next_np = next_obs_np
+            if "final_obs" in info:
+                # the env that ended was reset in this same step: its true s_{t+1} is final_obs
+                true_next_np = next_obs_np.copy()
+                ended = info["_final_obs"]
+                true_next_np[ended] = np.stack(info["final_obs"][ended])
+                episode = info["final_info"]["episode"]
+                for i in np.flatnonzero(info["final_info"]["_episode"]):
+                    recent_returns.append(float(episode["r"][i]))
+                    write_episode(global_step, float(episode["r"][i]), int(episode["l"][i]),
+                                  round(time.time() - start_time, 3))
+            next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
+            next_obs_true[step] = torch.as_tensor(true_next_np, dtype=torch.float32)
+            rewards[step] = torch.as_tensor(reward, dtype=torch.float32)
+            terminations[step] = torch.as_tensor(terminated, dtype=torch.float32)
+            dones[step] = torch.as_tensor(terminated | truncated, dtype=torch.float32)
+
+        # --- 2. Advantages A_t by GAE with the critic V [From Baseline to Advantage] ---
+        with torch.no_grad():
+            # V is evaluated once per batch, not once per step
+            values = critic(obs)  # [T, N]
+            next_values = critic(next_obs_true)  # [T, N]
+            advantages = compute_gae(rewards, values, next_values, terminations, dones,
+                                     args.gamma, args.gae_lambda)
+            returns = advantages + values  # the critic's regression targets
+
+        b_obs = obs.reshape(batch_size, obs_dim)  # [T * N, obs_dim]
+        b_actions = actions.reshape(batch_size, *envs.single_action_space.shape)
+        b_logprobs = logprobs.reshape(-1)  # [T * N]
+        b_advantages = advantages.reshape(-1)
+        b_returns = returns.reshape(-1)
+        b_values = values.reshape(-1)
+
+        # --- 3 and 4. Maximise L^KLPEN and regress V on minibatches for several epochs,
+        #     one Adam step on the joint loss (paper eq. 9) [Putting It Together, steps 3-4] ---
+        old_actor = copy.deepcopy(actor).requires_grad_(False)  # pi_theta', frozen for the KL
+        stats = []
+        for epoch in range(args.update_epochs):
+            b_inds = torch.randperm(batch_size, device=device)
+            for start in range(0, batch_size, minibatch_size):
+                mb_inds = b_inds[start:start + minibatch_size]
+                dist = actor(b_obs[mb_inds])
+                newlogprob = dist.log_prob(b_actions[mb_inds])
+                entropy = dist.entropy().mean()
+                # r_t(theta) = pi_theta(a_t|s_t) / pi_theta'(a_t|s_t), in log space
+                # [The Surrogate Objective]
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:
+                    # not in the article: per-minibatch advantage normalisation (OpenAI baselines)
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (
+                        mb_advantages.std() + 1e-8)
+                kl = mean_kl(old_actor(b_obs[mb_inds]), dist)
+                pg_loss = kl_penalty_loss(ratio, mb_advantages, kl, beta)
+
+                # step 4: regress V(s_t) toward the returns A_t + V_old(s_t)
+                newvalue = critic(b_obs[mb_inds])
+                v_error = (newvalue - b_returns[mb_inds]) ** 2
+                if args.vf_clip is not None:
+                    # not in the article: value clipping (OpenAI baselines; arXiv:2005.12729)
+                    v_clipped = b_values[mb_inds] + torch.clamp(
+                        newvalue - b_values[mb_inds], -args.vf_clip, args.vf_clip)
+                    v_error = torch.max(v_error, (v_clipped - b_returns[mb_inds]) ** 2)
+                v_loss = 0.5 * v_error.mean()
+
+                # paper eq. 9 with L^KLPEN: maximise L^KLPEN - c_1 L^VF + c_2 S, negated
+                loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy
+                optimizer.zero_grad()
+                loss.backward()
+                # not in the article: global gradient-norm clipping (OpenAI baselines)
+                nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+                optimizer.step()
+                stats.append(torch.stack([pg_loss, v_loss, entropy]).detach())
+        # --- 5. theta' <- theta: the next collection samples from the updated actor ---
+
+        with torch.no_grad():
+            kl = mean_kl(old_actor(b_obs), actor(b_obs)).item()
+        pg_loss, v_loss, entropy = torch.stack(stats).mean(0).tolist()
+        if not all(map(math.isfinite, (pg_loss, v_loss, entropy, kl))):
+            fail(f"the loss is not finite at iteration {iteration}; stopping", status=1)
+        var_returns = b_returns.var().item()
+        explained_variance = (float("nan") if var_returns == 0
+                              else 1.0 - (b_returns - b_values).var().item() / var_returns)
+        sps = int(global_step / (time.time() - start_time))
+        write_update(global_step, iteration, sps, pg_loss, v_loss, entropy, kl,
+                     explained_variance, beta)
+        if args.adaptive:
+            # d = the exact KL of this update steers the beta of the next (paper section 4)
+            beta = update_beta(beta, kl, args.kl_target)
+        if iteration % print_every == 0 or iteration == num_iterations:
+            mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
+            eta = (args.total_timesteps - global_step) / max(sps, 1)
+            print(f"step {global_step:,}/{num_iterations * batch_size:,} "
+                  f"({100 * iteration / num_iterations:.0f}%) | return {mean_return:.1f} | "
+                  f"{sps:,} steps/s | kl {kl:.4f} | beta {beta:.3g} | "
+                  f"ETA {eta:.0f}s", flush=True)
+
+    if args.save_model:
+        save_model(run_dir / "model.pt", args, envs, actor, critic)
+    envs.close()
+    mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
+    print(f"run folder: {run_dir}\nfinal mean return (last 20 episodes): {mean_return:.1f}")
+    return run_dir
+
+
+def save_model(path: Path, args: Args, envs: gym.vector.VectorEnv, actor: Actor,
+               critic: Critic) -> None:
+    """Networks, sizes and, with --normalize, the first env's observation statistics."""
+    checkpoint = {"env_id": args.env_id, "hidden_size": args.hidden_size,
+                  "normalize": args.normalize, "gamma": args.gamma,
+                  "actor": actor.state_dict(), "critic": critic.state_dict()}
+    if args.normalize:
+        obs_rms = envs.envs[0].get_wrapper_attr("obs_rms")
+        checkpoint["obs_rms"] = {"mean": torch.as_tensor(obs_rms.mean),
+                                 "var": torch.as_tensor(obs_rms.var),
+                                 "count": float(obs_rms.count)}
+    torch.save(checkpoint, path)
+
+
+def evaluate(args: Args) -> tuple[float, float]:
+    """Play the deterministic policy of a checkpoint; return the mean and std of the return."""
+    path = Path(args.eval_checkpoint)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        env_id, hidden, normalize = (checkpoint["env_id"], checkpoint["hidden_size"],
+                                     checkpoint["normalize"])
+    except Exception as error:
+        fail(f"--eval-checkpoint {str(path)!r}: not a readable model file "
+             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+    check_env(env_id)
+    torch.set_num_threads(1)
+    env = make_env(env_id, 0, args.capture_video, path.parent, checkpoint["gamma"], normalize)()
+    actor = Actor(env.observation_space.shape[0], env.action_space, hidden)
+    try:
+        actor.load_state_dict(checkpoint["actor"])
+        if normalize:
+            obs_rms = env.get_wrapper_attr("obs_rms")
+            obs_rms.mean = checkpoint["obs_rms"]["mean"].numpy()
+            obs_rms.var = checkpoint["obs_rms"]["var"].numpy()
+            obs_rms.count = checkpoint["obs_rms"]["count"]
+            env.set_wrapper_attr("update_running_mean", False)  # frozen for evaluation
+    except (RuntimeError, KeyError, AttributeError) as error:
+        fail(f"--eval-checkpoint {str(path)!r}: does not match {env_id} "
+             f"({str(error).splitlines()[0]})")
+    returns = []
+    for episode in range(args.eval_episodes):
+        obs, _ = env.reset(seed=args.seed + episode)
+        done = False
+        while not done:
+            with torch.no_grad():
+                # the deterministic policy: argmax for Discrete, the Gaussian mean for Box
+                action = actor(torch.as_tensor(obs, dtype=torch.float32)).mode
+            obs, _, terminated, truncated, info = env.step(action.numpy())
+            done = terminated or truncated
+        returns.append(float(info["episode"]["r"]))
+    env.close()
+    print(f"{env_id}: {len(returns)} episodes, return {np.mean(returns):.1f} "
+          f"+- {np.std(returns):.1f}")
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    check_args(cli_args)
+    if cli_args.eval_checkpoint is not None:
+        evaluate(cli_args)
+    else:
+        train(cli_args)
