@@ -590,11 +590,14 @@ def evaluate(args: Args) -> tuple[float, float]:
     try:
         actor.load_state_dict(checkpoint["actor"])
         if normalize:
-            obs_rms = env.get_wrapper_attr("obs_rms")
-            obs_rms.mean = checkpoint["obs_rms"]["mean"].numpy()
-            obs_rms.var = checkpoint["obs_rms"]["var"].numpy()
-            obs_rms.count = checkpoint["obs_rms"]["count"]
-            env.set_wrapper_attr("update_running_mean", False)  # frozen for evaluation
+            # NormalizeReward has an update_running_mean too: find the observations' wrapper
+            obs_norm = env
+            while not isinstance(obs_norm, gym.wrappers.NormalizeObservation):
+                obs_norm = obs_norm.env
+            obs_norm.update_running_mean = False  # frozen for evaluation
+            obs_norm.obs_rms.mean = checkpoint["obs_rms"]["mean"].numpy()
+            obs_norm.obs_rms.var = checkpoint["obs_rms"]["var"].numpy()
+            obs_norm.obs_rms.count = checkpoint["obs_rms"]["count"]
     except (RuntimeError, KeyError, AttributeError) as error:
         fail(f"--eval-checkpoint {str(path)!r}: does not match {env_id} "
              f"({str(error).splitlines()[0]})")
