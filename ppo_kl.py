@@ -150,6 +150,9 @@ def check_args(args: Args) -> None:
     if not (args.max_grad_norm > 0 and args.vf_coef >= 0 and args.ent_coef >= 0):
         fail("--max-grad-norm must be positive, --vf-coef and --ent-coef non-negative")
     batch_size = args.num_envs * args.num_steps
+    if args.total_timesteps < batch_size:
+        fail(f"--total-timesteps {args.total_timesteps}: must be at least one batch, "
+             f"num_envs * num_steps = {batch_size}")
     if batch_size % args.num_minibatches:
         fail(f"--num-minibatches {args.num_minibatches}: must divide the batch "
              f"num_envs * num_steps = {batch_size}")

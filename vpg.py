@@ -137,6 +137,9 @@ def check_args(args: Args) -> None:
     if args.vf_clip is not None and not args.vf_clip > 0:
         fail(f"--vf-clip {args.vf_clip}: must be positive")
     batch_size = args.num_envs * args.num_steps
+    if args.total_timesteps < batch_size:
+        fail(f"--total-timesteps {args.total_timesteps}: must be at least one batch, "
+             f"num_envs * num_steps = {batch_size}")
     if batch_size % args.num_minibatches:
         fail(f"--num-minibatches {args.num_minibatches}: must divide the batch "
              f"num_envs * num_steps = {batch_size}")

@@ -1,0 +1,329 @@
+"""Run the benchmark grid of (script, env, seed), then summarise it into plots/.
+
+Every run is the algorithm script's own command line, run as a subprocess from the repository
+root, at most --jobs at a time, with OMP_NUM_THREADS=1, into one runs folder (--runs-dir). The
+grid, its budgets and the continuous-control flags are GRID and CONTINUOUS_FLAGS below.
+
+Resuming: a run of the grid is finished when a folder in --runs-dir has a config.json that
+agrees with every flag of its command and an updates.csv with one row per iteration,
+total_timesteps // (num_envs * num_steps) from that config.json; a later call skips it. An
+unfinished folder (stopped, failed, or still running elsewhere) is left in place, never
+deleted, and the run starts again in a new folder; the summary reads finished folders only.
+
+Summary (at the end, or alone with --summary-only), over every finished run in --runs-dir,
+the newest per (script, env, seed), whatever --scripts/--envs/--seeds select:
+    <out-dir>/results.csv    script,env,steps,seeds,mean,std,min,max,steps_to_threshold,sps
+        mean, std (n - 1; empty for one seed), min, max: over seeds, of each run's mean return
+        over its last 20 episodes; steps_to_threshold: median over seeds of the first step where
+        the 20-episode moving mean reaches THRESHOLDS[env] (inf: the median seed never did;
+        empty: no threshold); sps: median over seeds of the last updates.csv row's sps
+    <out-dir>/data/<env>/<script>__<seed>__{episodes.csv,updates.csv,config.json}
+    <out-dir>/<env>.png      learning curves (plot.py), and <out-dir>/kl.png
+
+Examples:
+    python plots/benchmark.py                            # the whole grid, two runs at a time
+    python plots/benchmark.py --envs Hopper-v5 --seeds 1 --jobs 1
+    python plots/benchmark.py --dry-run | parallel -j 8  # or: while read -r c; do
+                                                         #   sbatch --wrap "$c"; done
+    python plots/benchmark.py --summary-only
+"""
+
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import tyro
+
+import plot
+from plot import PLOTS_DIR, REPO_ROOT, SCRIPTS, THRESHOLDS, WINDOW, fail
+
+# Flags of the continuous-control runs, by script (the README quotes this dict). Every flag
+# here is a field of that script's Args (tests/test_plots.py checks it).
+CONTINUOUS_FLAGS = {
+    "vpg": "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 "
+           "--learning-rate 3e-4 --gamma 0.99 --gae-lambda 0.95 --normalize",
+    "trpo": "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 "
+            "--learning-rate 1e-3 --gamma 0.99 --gae-lambda 0.95 --normalize",
+    "ppo_clip": "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 "
+                "--learning-rate 3e-4 --gamma 0.99 --gae-lambda 0.95 --ent-coef 0 "
+                "--vf-clip 0.2 --normalize",
+    "ppo_kl": "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 "
+              "--learning-rate 3e-4 --gamma 0.99 --gae-lambda 0.95 --ent-coef 0 --normalize",
+}
+
+
+class EnvGrid(NamedTuple):
+    """The runs of one env: environment steps by script, seeds, extra flags by script."""
+
+    steps: dict[str, int]
+    seeds: tuple[int, ...]
+    flags: dict[str, str]
+
+
+GRID = {  # CartPole runs every script with its defaults (vpg needs twice the steps)
+    "CartPole-v1": EnvGrid({**dict.fromkeys(SCRIPTS, 100_000), "vpg": 200_000},
+                           (1, 2, 3, 4, 5), {}),
+    "Pendulum-v1": EnvGrid(dict.fromkeys(SCRIPTS, 200_000), (1, 2, 3), CONTINUOUS_FLAGS),
+    "Hopper-v5": EnvGrid(dict.fromkeys(SCRIPTS, 1_000_000), (1, 2, 3), CONTINUOUS_FLAGS),
+    "HalfCheetah-v5": EnvGrid(dict.fromkeys(SCRIPTS, 1_000_000), (1, 2, 3), CONTINUOUS_FLAGS),
+}
+RESULT_COLUMNS = ["script", "env", "steps", "seeds", "mean", "std", "min", "max",
+                  "steps_to_threshold", "sps"]
+
+
+@dataclass
+class Args:
+    """Run the benchmark grid of (script, env, seed) and summarise it into plots/."""
+
+    scripts: tuple[str, ...] = SCRIPTS
+    """run only these scripts of the grid"""
+    envs: tuple[str, ...] = tuple(GRID)
+    """run only these envs of the grid"""
+    seeds: tuple[int, ...] | None = None
+    """run only these seeds; None: each env's seeds in GRID"""
+    total_timesteps: int | None = None
+    """override every run's budget of environment steps (for quick checks)"""
+    runs_dir: Path = Path("runs/benchmark")
+    """folder of the run folders, shared by every run of the grid"""
+    out_dir: Path = PLOTS_DIR
+    """where results.csv, data/ and the figures go"""
+    jobs: int = 2
+    """runs at a time, each one process with one thread"""
+    dry_run: bool = False
+    """print the commands of the unfinished runs, one shell line each, and run nothing"""
+    summary_only: bool = False
+    """run nothing: summarise the finished runs of --runs-dir"""
+
+
+class Cell(NamedTuple):
+    """One run of the grid; `flags` are its script's flags, --runs-dir aside."""
+
+    script: str
+    env_id: str
+    seed: int
+    flags: list[str]
+
+
+def grid_cells(args: Args) -> list[Cell]:
+    """The runs of GRID that --scripts, --envs and --seeds select, in GRID's order."""
+    cells = []
+    for env_id, env in GRID.items():
+        for script in SCRIPTS:
+            for seed in env.seeds if args.seeds is None else args.seeds:
+                if env_id not in args.envs or script not in args.scripts:
+                    continue
+                steps = args.total_timesteps or env.steps[script]
+                flags = ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(steps),
+                         "--exp-name", script, *shlex.split(env.flags.get(script, ""))]
+                cells.append(Cell(script, env_id, seed, flags))
+    return cells
+
+
+def command(cell: Cell, runs_dir: Path) -> list[str]:
+    """The script's command line, run from the repository root."""
+    try:
+        runs_dir = runs_dir.resolve().relative_to(REPO_ROOT)
+    except ValueError:
+        runs_dir = runs_dir.resolve()
+    return [sys.executable, f"{cell.script}.py", *cell.flags, "--runs-dir", str(runs_dir)]
+
+
+def shell_line(cell: Cell, runs_dir: Path) -> str:
+    """One self-contained shell line: cd to the repository root, one thread, the command."""
+    return (f"cd {shlex.quote(str(REPO_ROOT))} && OMP_NUM_THREADS=1 "
+            + shlex.join(command(cell, runs_dir)))
+
+
+def flag_values(flags: list[str]) -> dict[str, str | bool]:
+    """{field: value} of a flag list; a flag without a value is True, its --no- form False."""
+    values: dict[str, str | bool] = {}
+    for i, token in enumerate(flags):
+        if token.startswith("--"):
+            name = token[2:].replace("-", "_")
+            if i + 1 < len(flags) and not flags[i + 1].startswith("--"):
+                values[name] = flags[i + 1]
+            elif name.startswith("no_"):
+                values[name[3:]] = False
+            else:
+                values[name] = True
+    return values
+
+
+def agrees(config: dict, flags: list[str]) -> bool:
+    """Whether a run's config.json has the value of every flag (numbers compared as numbers)."""
+    for name, value in flag_values(flags).items():
+        if name not in config:
+            return False
+        if isinstance(value, bool) or isinstance(config[name], bool):
+            if config[name] is not value:
+                return False
+            continue
+        try:
+            if float(value) != float(config[name]):
+                return False
+        except (TypeError, ValueError):
+            if str(config[name]) != value:
+                return False
+    return True
+
+
+def finished_config(run_dir: Path) -> dict | None:
+    """The config of a finished run folder (one updates.csv row per iteration), else None."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        iterations = config["total_timesteps"] // (config["num_envs"] * config["num_steps"])
+        with open(run_dir / "updates.csv") as file:
+            rows = sum(1 for line in file if line.strip()) - 1
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return config if rows == iterations else None
+
+
+def finished_runs(runs_dir: Path) -> dict[Path, dict]:
+    """{run folder: config} of the finished runs in runs_dir, oldest first."""
+    run_dirs = sorted(runs_dir.glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+    found = {path.parent: finished_config(path.parent) for path in run_dirs}
+    return {run_dir: config for run_dir, config in found.items() if config is not None}
+
+
+def run_cells(cells: list[Cell], runs_dir: Path, jobs: int) -> int:
+    """Run the cells, `jobs` at a time, each logged to <runs_dir>/logs/; return the failures."""
+    log_dir = runs_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run_one(index: int, cell: Cell) -> int:
+        """Run one cell with its output in its log file; return its exit status."""
+        name = f"{cell.env_id}__{cell.script}__{cell.seed}"
+        log = log_dir / f"{name}.log"
+        print(f"[{index}/{len(cells)}] start {name}", flush=True)
+        start = time.time()
+        with open(log, "w") as file:
+            status = subprocess.run(command(cell, runs_dir), cwd=REPO_ROOT, env=env, stdout=file,
+                                    stderr=subprocess.STDOUT).returncode
+        lines = log.read_text().splitlines()
+        print(f"[{index}/{len(cells)}] {'done' if status == 0 else f'FAILED ({status})'} "
+              f"{name} in {time.time() - start:.0f} s: {lines[-1] if lines else ''}", flush=True)
+        if status != 0:
+            print(f"  see {log}", file=sys.stderr, flush=True)
+        return status
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        statuses = list(pool.map(run_one, range(1, len(cells) + 1), cells))
+    return sum(status != 0 for status in statuses)
+
+
+def steps_to_threshold(run: plot.Run, threshold: float) -> float:
+    """global_step where the mean of the last WINDOW returns first reaches the threshold."""
+    returns = run.episodes["episodic_return"]
+    reached = np.flatnonzero(plot.moving_mean(returns)[WINDOW - 1:] >= threshold)
+    return run.episodes["global_step"][WINDOW - 1 + reached[0]] if len(reached) else np.inf
+
+
+def number(value: float) -> str:
+    """A CSV cell: 6 significant digits; empty where undefined."""
+    return "" if value is None or np.isnan(value) else f"{value:.6g}"
+
+
+def summary_row(script: str, env_id: str, runs: list[plot.Run]) -> list[str]:
+    """The results.csv row of one (script, env) from its runs, one per seed."""
+    finals = [float(np.mean(r.episodes["episodic_return"][-WINDOW:])) for r in runs]
+    steps = {r.config["total_timesteps"] for r in runs}
+    if len(steps) > 1:
+        print(f"warning: {script} on {env_id}: seeds ran different budgets {sorted(steps)}; "
+              "steps shows the smallest", file=sys.stderr)
+    threshold = None
+    if env_id in THRESHOLDS:
+        # a seed that never reaches it counts as infinitely slow: the median may be inf
+        threshold = statistics.median(steps_to_threshold(r, THRESHOLDS[env_id]) for r in runs)
+    return [script, env_id, str(min(steps)), str(len(runs)), number(statistics.mean(finals)),
+            number(statistics.stdev(finals) if len(finals) > 1 else None), number(min(finals)),
+            number(max(finals)), number(threshold),
+            number(statistics.median(r.updates["sps"][-1] for r in runs))]
+
+
+def copy_data(runs: list[plot.Run], data_dir: Path) -> None:
+    """Copy each run's CSVs and config.json to data_dir/<env>/<script>__<seed>__<file>,
+    replacing the earlier copies of the envs summarised."""
+    for env_id in {r.env_id for r in runs}:
+        for old in (data_dir / env_id).glob("*__*__*"):
+            old.unlink()
+    for run in runs:
+        (data_dir / run.env_id).mkdir(parents=True, exist_ok=True)
+        for name in plot.DATA_FILES:
+            shutil.copyfile(run.path / name,
+                            data_dir / run.env_id / f"{run.script}__{run.seed}__{name}")
+
+
+def summarise(runs_dir: Path, out_dir: Path) -> None:
+    """results.csv, the data copies and the figures from the finished runs of runs_dir."""
+    newest = {}
+    for run_dir, config in finished_runs(runs_dir).items():
+        newest[config["exp_name"], config["env_id"], int(config["seed"])] = run_dir
+    if not newest:
+        fail(f"--runs-dir {str(runs_dir)!r}: no finished runs to summarise")
+    runs = [plot.load_run_dir(run_dir) for run_dir in newest.values()]
+    rows = [summary_row(script, env_id, group)
+            for env_id, scripts in sorted(plot.by_env_and_script(runs).items(),
+                                          key=lambda item: env_order(item[0]))
+            for script, group in scripts.items()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.csv").write_text(
+        "\n".join(",".join(row) for row in [RESULT_COLUMNS, *rows]) + "\n")
+    copy_data(runs, out_dir / "data")
+    figures = plot.plot_learning_curves(runs, out_dir)
+    figures.append(plot.plot_kl(runs, out_dir / "kl.png"))
+    size = sum(p.stat().st_size for p in (out_dir / "data").rglob("*") if p.is_file())
+    print(f"summary of {len(runs)} runs: {out_dir / 'results.csv'}; "
+          f"{out_dir / 'data'} ({size / 1e6:.1f} MB); " + ", ".join(p.name for p in figures))
+
+
+def env_order(env_id: str) -> tuple[int, str]:
+    """GRID's order first, then other envs alphabetically."""
+    return (list(GRID).index(env_id) if env_id in GRID else len(GRID), env_id)
+
+
+def main(args: Args) -> None:
+    """Check the flags, then dry-run, run and summarise, or only summarise."""
+    for name, chosen, allowed in (("scripts", args.scripts, SCRIPTS), ("envs", args.envs, GRID)):
+        unknown = [x for x in chosen if x not in allowed]
+        if unknown:
+            fail(f"--{name} {' '.join(unknown)}: not in the grid ({', '.join(allowed)})")
+    if args.jobs < 1:
+        fail(f"--jobs {args.jobs}: must be a positive integer")
+    if args.total_timesteps is not None and args.total_timesteps < 1:
+        fail(f"--total-timesteps {args.total_timesteps}: must be a positive integer")
+    if args.summary_only:
+        summarise(args.runs_dir, args.out_dir)
+        return
+
+    cells = grid_cells(args)
+    configs = finished_runs(args.runs_dir).values()
+    todo = [cell for cell in cells if not any(agrees(c, cell.flags) for c in configs)]
+    print(f"{len(cells)} runs selected, {len(cells) - len(todo)} finished, {len(todo)} to run",
+          file=sys.stderr, flush=True)
+    if args.dry_run:
+        for cell in todo:
+            print(shell_line(cell, args.runs_dir))
+        return
+    failures = run_cells(todo, args.runs_dir, args.jobs) if todo else 0
+    if failures:
+        print(f"{failures} of {len(todo)} runs failed; their logs are in "
+              f"{args.runs_dir / 'logs'}", file=sys.stderr)
+    summarise(args.runs_dir, args.out_dir)
+    if failures:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
