@@ -96,13 +96,13 @@ class Args:
     """normalise the advantages of each minibatch to mean 0 and std 1"""
 
     # --- optimisation ---
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     """Adam step size for actor and critic; 3e-4 for MuJoCo"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over the run"""
-    num_minibatches: int = 1
+    num_minibatches: int = 2
     """minibatches per epoch; must divide N * T"""
-    update_epochs: int = 20
+    update_epochs: int = 10
     """passes over each batch (K in the paper); 3 to 30"""
     max_grad_norm: float = 0.5
     """clip the global gradient norm of both networks to this value"""
@@ -352,21 +352,20 @@ def train(args: Args) -> Path:
     # not in the article: Adam eps 1e-5 instead of 1e-8 (OpenAI baselines; arXiv:2005.12729)
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5, fused=True)
 
-    # storage: row t holds step t of every env
+    # storage: row t holds step t of every env; numpy arrays, cheaper to write per step than
+    # torch indexing, read as tensors once per batch
     T, N = args.num_steps, args.num_envs
-    obs = torch.zeros((T, N, obs_dim), device=device)  # [T, N, obs_dim]
-    next_obs_true = torch.zeros((T, N, obs_dim), device=device)  # s_{t+1}, final obs at ends
-    actions = torch.zeros((T, N, *envs.single_action_space.shape), device=device)
-    logprobs = torch.zeros((T, N), device=device)  # [T, N]
-    rewards = torch.zeros((T, N), device=device)
-    terminations = torch.zeros((T, N), device=device)
-    dones = torch.zeros((T, N), device=device)
+    obs = np.zeros((T, N, obs_dim), dtype=np.float32)  # [T, N, obs_dim]
+    next_obs_true = np.zeros((T, N, obs_dim), dtype=np.float32)  # s_{t+1}, final obs at ends
+    actions = np.zeros((T, N, *envs.single_action_space.shape), dtype=np.float32)
+    rewards = np.zeros((T, N), dtype=np.float32)  # [T, N]
+    terminations = np.zeros((T, N), dtype=np.float32)
+    dones = np.zeros((T, N), dtype=np.float32)
 
     global_step = 0
     recent_returns: list[float] = []
     start_time = time.time()
-    next_obs_np, _ = envs.reset(seed=args.seed)
-    next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
+    next_obs, _ = envs.reset(seed=args.seed)
     print_every = max(1, num_iterations // 50)
     for iteration in range(1, num_iterations + 1):
         if args.anneal_lr:
@@ -378,48 +377,48 @@ def train(args: Args) -> Path:
         for step in range(T):
             obs[step] = next_obs
             with torch.no_grad():
-                dist = actor(next_obs)
-                action = dist.sample()
-                logprobs[step] = dist.log_prob(action)
+                action = actor(torch.as_tensor(obs[step], device=device)).sample().cpu().numpy()
             actions[step] = action
-            next_obs_np, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+            next_obs, reward, terminated, truncated, info = envs.step(action)
             global_step += N
-            true_next_np = next_obs_np
+            next_obs_true[step] = next_obs
             if "final_obs" in info:
-                # the env that ended was reset in this same step: its true s_{t+1} is final_obs
-                true_next_np = next_obs_np.copy()
+                # an env that ended was reset within this step: its true s_{t+1} is final_obs
                 ended = info["_final_obs"]
-                true_next_np[ended] = np.stack(info["final_obs"][ended])
+                next_obs_true[step, ended] = np.stack(info["final_obs"][ended])
                 episode = info["final_info"]["episode"]
                 for i in np.flatnonzero(info["final_info"]["_episode"]):
                     recent_returns.append(float(episode["r"][i]))
                     write_episode(global_step, float(episode["r"][i]), int(episode["l"][i]),
                                   round(time.time() - start_time, 3))
-            next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
-            next_obs_true[step] = torch.as_tensor(true_next_np, dtype=torch.float32)
-            rewards[step] = torch.as_tensor(reward, dtype=torch.float32)
-            terminations[step] = torch.as_tensor(terminated, dtype=torch.float32)
-            dones[step] = torch.as_tensor(terminated | truncated, dtype=torch.float32)
+            rewards[step], terminations[step] = reward, terminated
+            dones[step] = terminated | truncated
 
         # --- 2. Advantages A_t by GAE with the critic V [From Baseline to Advantage] ---
+        def tensor(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(x, device=device)
+
         with torch.no_grad():
             # V is evaluated once per batch, not once per step
-            values = critic(obs)  # [T, N]
-            next_values = critic(next_obs_true)  # [T, N]
-            advantages = compute_gae(rewards, values, next_values, terminations, dones,
-                                     args.gamma, args.gae_lambda)
+            values = critic(tensor(obs))  # [T, N]
+            next_values = critic(tensor(next_obs_true))  # [T, N]
+            advantages = compute_gae(tensor(rewards), values, next_values, tensor(terminations),
+                                     tensor(dones), args.gamma, args.gae_lambda)
             returns = advantages + values  # the critic's regression targets
 
-        b_obs = obs.reshape(batch_size, obs_dim)  # [T * N, obs_dim]
-        b_actions = actions.reshape(batch_size, *envs.single_action_space.shape)
-        b_logprobs = logprobs.reshape(-1)  # [T * N]
-        b_advantages = advantages.reshape(-1)
+        b_obs = tensor(obs).reshape(batch_size, obs_dim)  # [T * N, obs_dim]
+        b_actions = tensor(actions).reshape(batch_size, *envs.single_action_space.shape)
+        b_advantages = advantages.reshape(-1)  # [T * N]
         b_returns = returns.reshape(-1)
         b_values = values.reshape(-1)
+        old_actor = copy.deepcopy(actor).requires_grad_(False)  # pi_theta', frozen for the KL
+        with torch.no_grad():
+            old_dist = old_actor(b_obs)
+            # log pi_theta'(a_t|s_t), once per batch: the actor has not moved since step 1
+            b_logprobs = old_dist.log_prob(b_actions)
 
         # --- 3 and 4. Maximise L^CLIP and regress V on minibatches for several epochs,
         #     one Adam step on the joint loss (paper eq. 9) [Putting It Together, steps 3-4] ---
-        old_actor = copy.deepcopy(actor).requires_grad_(False)  # pi_theta', frozen for the KL
         stats = []
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(batch_size, device=device)
@@ -462,12 +461,12 @@ def train(args: Args) -> Path:
 
             if args.target_kl is not None:
                 with torch.no_grad():
-                    if mean_kl(old_actor(b_obs), actor(b_obs)) > args.target_kl:
+                    if mean_kl(old_dist, actor(b_obs)) > args.target_kl:
                         break
         # --- 5. theta' <- theta: the next collection samples from the updated actor ---
 
         with torch.no_grad():
-            kl = mean_kl(old_actor(b_obs), actor(b_obs)).item()
+            kl = mean_kl(old_dist, actor(b_obs)).item()
         pg_loss, v_loss, entropy, clipfrac = torch.stack(stats).mean(0).tolist()
         if not all(map(math.isfinite, (pg_loss, v_loss, entropy, kl))):
             fail(f"the loss is not finite at iteration {iteration}; stopping", status=1)
