@@ -34,7 +34,6 @@ Examples:
 import copy
 import json
 import math
-import os
 import platform
 import random
 import sys
@@ -95,13 +94,13 @@ class Args:
     """normalise the advantages of each minibatch to mean 0 and std 1"""
 
     # --- optimisation ---
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     """Adam step size for actor and critic; 3e-4 for MuJoCo"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over the run"""
-    num_minibatches: int = 1
+    num_minibatches: int = 2
     """minibatches per epoch; must divide N * T"""
-    update_epochs: int = 20
+    update_epochs: int = 10
     """passes over each batch (K in the paper); 3 to 30"""
     max_grad_norm: float = 0.5
     """clip the global gradient norm of both networks to this value"""
@@ -321,15 +320,9 @@ def new_run_dir(args: Args) -> Path:
     return run_dir
 
 
-def csv_writer(path: Path, columns: list[str]):
-    """Return a function that appends one row; rows are flushed as written."""
-    file = open(path, "w", buffering=1)  # line-buffered: a stopped run keeps every row
-
-    def write(*row) -> None:
-        file.write(",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row) + "\n")
-
-    write(*columns)
-    return write
+def write_row(file, *row) -> None:
+    """Append one CSV row (floats to 6 significant digits)."""
+    file.write(",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row) + "\n")
 
 
 def train(args: Args) -> Path:
@@ -338,11 +331,12 @@ def train(args: Args) -> Path:
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
     run_dir = new_run_dir(args)
-    write_episode = csv_writer(run_dir / "episodes.csv",
-                               ["global_step", "episodic_return", "episodic_length", "wall_time"])
-    write_update = csv_writer(run_dir / "updates.csv",
-                              ["global_step", "iteration", "sps", "policy_loss", "value_loss",
-                               "entropy", "kl", "explained_variance", "beta"])
+    # line-buffered: each row is flushed as it is written, so a stopped run keeps all of them
+    episodes_file = open(run_dir / "episodes.csv", "w", buffering=1)
+    updates_file = open(run_dir / "updates.csv", "w", buffering=1)
+    write_row(episodes_file, "global_step", "episodic_return", "episodic_length", "wall_time")
+    write_row(updates_file, "global_step", "iteration", "sps", "policy_loss", "value_loss",
+              "entropy", "kl", "explained_variance", "beta")
 
     # seeding, all in one block; one torch thread is faster for networks this small
     random.seed(args.seed)
@@ -402,8 +396,8 @@ def train(args: Args) -> Path:
                 episode = info["final_info"]["episode"]
                 for i in np.flatnonzero(info["final_info"]["_episode"]):
                     recent_returns.append(float(episode["r"][i]))
-                    write_episode(global_step, float(episode["r"][i]), int(episode["l"][i]),
-                                  round(time.time() - start_time, 3))
+                    write_row(episodes_file, global_step, float(episode["r"][i]),
+                              int(episode["l"][i]), round(time.time() - start_time, 3))
             rewards[step], terminations[step] = reward, terminated
             dones[step] = terminated | truncated
 
@@ -482,8 +476,8 @@ def train(args: Args) -> Path:
         explained_variance = (float("nan") if var_returns == 0
                               else 1.0 - (b_returns - b_values).var().item() / var_returns)
         sps = int(global_step / (time.time() - start_time))
-        write_update(global_step, iteration, sps, pg_loss, v_loss, entropy, kl,
-                     explained_variance, beta)
+        write_row(updates_file, global_step, iteration, sps, pg_loss, v_loss, entropy, kl,
+                  explained_variance, beta)
         if args.adaptive:
             # d = the exact KL of this update steers the beta of the next (paper section 4)
             beta = update_beta(beta, kl, args.kl_target)
@@ -498,6 +492,8 @@ def train(args: Args) -> Path:
     if args.save_model:
         save_model(run_dir / "model.pt", args, envs, actor, critic)
     envs.close()
+    episodes_file.close()
+    updates_file.close()
     mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
     print(f"run folder: {run_dir}\nfinal mean return (last 20 episodes): {mean_return:.1f}")
     return run_dir

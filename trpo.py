@@ -21,6 +21,7 @@ Notation (article -> code):
     delta (trust region)    max_kl (the code's `delta` is only the TD residual)
     g, F                    grad of the surrogate, Fisher matrix = Hessian of the mean KL
     s = F^-1 g              search_dir (conjugate_gradient, never forming F)
+    sqrt(2 delta / s^T F s) s   full_step (trust_region_step)
     D_KL(pi_theta' || pi_theta)   kl (exact, closed form, batch mean)
 
 Not in the article, each behind a flag: advantage normalisation (--norm-adv), value clipping
@@ -38,7 +39,6 @@ Examples:
 import copy
 import json
 import math
-import os
 import platform
 import random
 import sys
@@ -85,27 +85,27 @@ class Args:
     """environment steps of the whole run, summed over the parallel environments"""
     num_envs: int = 8
     """parallel environments in the vector env (N)"""
-    num_steps: int = 32
+    num_steps: int = 64
     """steps per environment per rollout (T); one batch is N * T steps"""
     normalize: bool = False
     """running observation normalisation and reward scaling, both clipped to [-10, 10]"""
 
     # --- advantage ---
-    gamma: float = 0.98
-    """discount gamma in (0, 1]; 0.99 is usual, CartPole learns faster with 0.98"""
-    gae_lambda: float = 0.8
+    gamma: float = 0.99
+    """discount gamma in (0, 1]; 0.99 is usual"""
+    gae_lambda: float = 0.95
     """lambda in [0, 1] of GAE: 0 is the one-step TD error, 1 the return minus V"""
     norm_adv: bool = True
-    """normalise the advantages of each minibatch to mean 0 and std 1"""
+    """normalise the batch's advantages to mean 0 and std 1"""
 
     # --- optimisation ---
     learning_rate: float = 1e-3
     """Adam step size of the critic (the actor's step is set by max_kl)"""
     anneal_lr: bool = True
     """decay the critic's learning rate linearly to 0 over the run"""
-    num_minibatches: int = 1
+    num_minibatches: int = 4
     """minibatches per critic epoch; must divide N * T"""
-    update_epochs: int = 10
+    update_epochs: int = 20
     """passes of the critic's regression over each batch"""
     vf_clip: float | None = None
     """optional: clip the value update to [V_old - c, V_old + c]; the OpenAI baselines use 0.2"""
@@ -330,6 +330,15 @@ def conjugate_gradient(Avp, b: torch.Tensor, iters: int,
     return x
 
 
+def trust_region_step(search_dir: torch.Tensor, F_search_dir: torch.Tensor,
+                      max_kl: float) -> torch.Tensor:
+    """The full step sqrt(2 delta / s^T F s) s along s = F^-1 g, given s and F s.
+
+    max g.x subject to 1/2 x^T F x <= delta is reached at x = c s, with c chosen so that
+    1/2 c^2 s^T F s = delta (arXiv:1502.05477, Appendix C). [TRPO: Enforce the Constraint]"""
+    return torch.sqrt(2.0 * max_kl / (search_dir @ F_search_dir + 1e-12)) * search_dir
+
+
 def line_search(evaluate, theta_old: torch.Tensor, full_step: torch.Tensor, max_kl: float,
                 backtrack_coef: float, backtrack_iters: int):
     """Try theta' + coef^k full_step for k = 0, 1, ...; accept the first whose measured KL is at
@@ -363,15 +372,9 @@ def new_run_dir(args: Args) -> Path:
     return run_dir
 
 
-def csv_writer(path: Path, columns: list[str]):
-    """Return a function that appends one row; rows are flushed as written."""
-    file = open(path, "w", buffering=1)  # line-buffered: a stopped run keeps every row
-
-    def write(*row) -> None:
-        file.write(",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row) + "\n")
-
-    write(*columns)
-    return write
+def write_row(file, *row) -> None:
+    """Append one CSV row (floats to 6 significant digits)."""
+    file.write(",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row) + "\n")
 
 
 def train(args: Args) -> Path:
@@ -380,12 +383,13 @@ def train(args: Args) -> Path:
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
     run_dir = new_run_dir(args)
-    write_episode = csv_writer(run_dir / "episodes.csv",
-                               ["global_step", "episodic_return", "episodic_length", "wall_time"])
-    write_update = csv_writer(run_dir / "updates.csv",
-                              ["global_step", "iteration", "sps", "policy_loss", "value_loss",
-                               "entropy", "kl", "explained_variance", "backtracks", "accepted",
-                               "surrogate_improvement"])
+    # line-buffered: each row is flushed as it is written, so a stopped run keeps all of them
+    episodes_file = open(run_dir / "episodes.csv", "w", buffering=1)
+    updates_file = open(run_dir / "updates.csv", "w", buffering=1)
+    write_row(episodes_file, "global_step", "episodic_return", "episodic_length", "wall_time")
+    write_row(updates_file, "global_step", "iteration", "sps", "policy_loss", "value_loss",
+              "entropy", "kl", "explained_variance", "backtracks", "accepted",
+              "surrogate_improvement")
 
     # seeding, all in one block; one torch thread is faster for networks this small
     random.seed(args.seed)
@@ -446,8 +450,8 @@ def train(args: Args) -> Path:
                 episode = info["final_info"]["episode"]
                 for i in np.flatnonzero(info["final_info"]["_episode"]):
                     recent_returns.append(float(episode["r"][i]))
-                    write_episode(global_step, float(episode["r"][i]), int(episode["l"][i]),
-                                  round(time.time() - start_time, 3))
+                    write_row(episodes_file, global_step, float(episode["r"][i]),
+                              int(episode["l"][i]), round(time.time() - start_time, 3))
             rewards[step], terminations[step] = reward, terminated
             dones[step] = terminated | truncated
 
@@ -491,10 +495,7 @@ def train(args: Args) -> Path:
             return fisher_vector_product(kl_grad, actor_params, v, args.cg_damping)
 
         search_dir = conjugate_gradient(Fvp, g, args.cg_iters)  # s = F^-1 g
-        # max g.x subject to 1/2 x^T F x <= delta gives x = c s with 1/2 c^2 s^T F s = delta,
-        # so the full step is sqrt(2 delta / s^T F s) s (arXiv:1502.05477, Appendix C)
-        sFs = search_dir @ Fvp(search_dir)
-        full_step = torch.sqrt(2.0 * args.max_kl / (sFs + 1e-12)) * search_dir
+        full_step = trust_region_step(search_dir, Fvp(search_dir), args.max_kl)
 
         def evaluate(theta: torch.Tensor) -> tuple[float, float]:
             nn.utils.vector_to_parameters(theta, actor_params)
@@ -541,8 +542,8 @@ def train(args: Args) -> Path:
         explained_variance = (float("nan") if var_returns == 0
                               else 1.0 - (b_returns - b_values).var().item() / var_returns)
         sps = int(global_step / (time.time() - start_time))
-        write_update(global_step, iteration, sps, pg_loss, v_loss, entropy, kl,
-                     explained_variance, backtracks, int(accepted), improvement)
+        write_row(updates_file, global_step, iteration, sps, pg_loss, v_loss, entropy, kl,
+                  explained_variance, backtracks, int(accepted), improvement)
         if iteration % print_every == 0 or iteration == num_iterations:
             mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
             eta = (args.total_timesteps - global_step) / max(sps, 1)
@@ -554,6 +555,8 @@ def train(args: Args) -> Path:
     if args.save_model:
         save_model(run_dir / "model.pt", args, envs, actor, critic)
     envs.close()
+    episodes_file.close()
+    updates_file.close()
     mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
     print(f"run folder: {run_dir}\nfinal mean return (last 20 episodes): {mean_return:.1f}")
     return run_dir

@@ -35,7 +35,6 @@ Examples:
 import copy
 import json
 import math
-import os
 import platform
 import random
 import sys
@@ -306,15 +305,9 @@ def new_run_dir(args: Args) -> Path:
     return run_dir
 
 
-def csv_writer(path: Path, columns: list[str]):
-    """Return a function that appends one row; rows are flushed as written."""
-    file = open(path, "w", buffering=1)  # line-buffered: a stopped run keeps every row
-
-    def write(*row) -> None:
-        file.write(",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row) + "\n")
-
-    write(*columns)
-    return write
+def write_row(file, *row) -> None:
+    """Append one CSV row (floats to 6 significant digits)."""
+    file.write(",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row) + "\n")
 
 
 def train(args: Args) -> Path:
@@ -323,11 +316,12 @@ def train(args: Args) -> Path:
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
     run_dir = new_run_dir(args)
-    write_episode = csv_writer(run_dir / "episodes.csv",
-                               ["global_step", "episodic_return", "episodic_length", "wall_time"])
-    write_update = csv_writer(run_dir / "updates.csv",
-                              ["global_step", "iteration", "sps", "policy_loss", "value_loss",
-                               "entropy", "kl", "explained_variance"])
+    # line-buffered: each row is flushed as it is written, so a stopped run keeps all of them
+    episodes_file = open(run_dir / "episodes.csv", "w", buffering=1)
+    updates_file = open(run_dir / "updates.csv", "w", buffering=1)
+    write_row(episodes_file, "global_step", "episodic_return", "episodic_length", "wall_time")
+    write_row(updates_file, "global_step", "iteration", "sps", "policy_loss", "value_loss",
+              "entropy", "kl", "explained_variance")
 
     # seeding, all in one block; one torch thread is faster for networks this small
     random.seed(args.seed)
@@ -390,8 +384,8 @@ def train(args: Args) -> Path:
                 episode = info["final_info"]["episode"]
                 for i in np.flatnonzero(info["final_info"]["_episode"]):
                     recent_returns.append(float(episode["r"][i]))
-                    write_episode(global_step, float(episode["r"][i]), int(episode["l"][i]),
-                                  round(time.time() - start_time, 3))
+                    write_row(episodes_file, global_step, float(episode["r"][i]),
+                              int(episode["l"][i]), round(time.time() - start_time, 3))
             rewards[step], terminations[step] = reward, terminated
             dones[step] = terminated | truncated
 
@@ -419,8 +413,6 @@ def train(args: Args) -> Path:
         old_actor = copy.deepcopy(actor).requires_grad_(False)  # pi_theta', frozen for the KL
         with torch.no_grad():
             old_dist = old_actor(b_obs)
-            # log pi_theta'(a_t|s_t), once per batch: the actor has not moved since step 1
-            b_logprobs = old_dist.log_prob(b_actions)
 
         # --- 3. One gradient step along mean(grad log pi(a_t|s_t) A_t) [From Baseline to
         #     Advantage]: no importance ratio, no constraint ---
@@ -466,8 +458,8 @@ def train(args: Args) -> Path:
         explained_variance = (float("nan") if var_returns == 0
                               else 1.0 - (b_returns - b_values).var().item() / var_returns)
         sps = int(global_step / (time.time() - start_time))
-        write_update(global_step, iteration, sps, pg_loss, v_loss, entropy, kl,
-                     explained_variance)
+        write_row(updates_file, global_step, iteration, sps, pg_loss, v_loss, entropy, kl,
+                  explained_variance)
         if iteration % print_every == 0 or iteration == num_iterations:
             mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
             eta = (args.total_timesteps - global_step) / max(sps, 1)
@@ -479,6 +471,8 @@ def train(args: Args) -> Path:
     if args.save_model:
         save_model(run_dir / "model.pt", args, envs, actor, critic)
     envs.close()
+    episodes_file.close()
+    updates_file.close()
     mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
     print(f"run folder: {run_dir}\nfinal mean return (last 20 episodes): {mean_return:.1f}")
     return run_dir
