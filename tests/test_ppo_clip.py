@@ -109,6 +109,27 @@ def test_compute_gae_with_lambda_one_is_the_discounted_return_minus_v(ending):
         assert advantages[t, 0].item() == pytest.approx(discounted_return - values[t, 0].item())
 
 
+# --- the rollout's fast sampler draws from the same pi_theta(.|s) as the Distribution ---
+
+def test_actor_sample_draws_from_the_actors_distribution(make_actor, moved_copy, head):
+    actor, obs = make_actor(ppo_clip, head, batch=3)
+    actor = moved_copy(actor, scale=1.0)  # away from the near-uniform start, so errors show
+    n = 40_000
+    torch.manual_seed(5)
+    with torch.no_grad():
+        dist = actor(obs)
+        draws = actor.sample(obs.repeat(n, 1)).reshape(n, len(obs), *dist.event_shape)
+    if head == "categorical":
+        for action in range(dist.probs.shape[-1]):
+            p = dist.probs[:, action]
+            frequency = (draws == action).double().mean(0)
+            assert torch.all((frequency - p).abs() < 4 * torch.sqrt(p * (1 - p) / n))
+    else:
+        mean, std = dist.mean, dist.stddev  # loc and exp(log_std) of the Gaussian
+        assert torch.all((draws.mean(0) - mean).abs() < 4 * std / n ** 0.5)
+        assert torch.all((draws.std(0) / std - 1).abs() < 4 / (2 * n) ** 0.5)
+
+
 # --- KL(pi_theta' || pi_theta), closed form [the constraint of Where We Left Off] ---
 
 def test_mean_kl_matches_a_monte_carlo_estimate(make_actor, moved_copy, head, monte_carlo_kl):
