@@ -58,7 +58,8 @@ CONTINUOUS_FLAGS = {
                 "--learning-rate 3e-4 --gamma 0.99 --gae-lambda 0.95 --ent-coef 0 "
                 "--vf-clip 0.2 --normalize",
     "ppo_kl": "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 "
-              "--learning-rate 3e-4 --gamma 0.99 --gae-lambda 0.95 --ent-coef 0 --normalize",
+              "--learning-rate 3e-4 --gamma 0.99 --gae-lambda 0.95 --ent-coef 0 "
+              "--vf-clip 0.2 --normalize",
 }
 
 
