@@ -20,9 +20,10 @@ Notation (article -> code):
     D_KL(pi_theta' || pi_theta)   kl (exact, closed form, batch mean)
 
 Not in the article, each behind a flag: advantage normalisation (--norm-adv), value clipping
-(--vf-clip), entropy bonus (--ent-coef), orthogonal initialisation, Adam eps 1e-5,
-gradient-norm clipping (--max-grad-norm), learning-rate annealing (--anneal-lr), observation
-normalisation and reward scaling for continuous control (--normalize).
+(--vf-clip), entropy bonus (--ent-coef), gradient-norm clipping (--max-grad-norm),
+learning-rate annealing (--anneal-lr), observation normalisation and reward scaling
+(--normalize). Always on, commented where they are set: orthogonal initialisation
+(layer_init) and Adam's eps = 1e-5.
 
 Examples:
     python ppo_kl.py                                     # CartPole-v1 with the defaults below
@@ -441,7 +442,8 @@ def train(args: Args) -> Path:
             b_inds = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, minibatch_size):
                 mb_inds = b_inds[start:start + minibatch_size]
-                dist = actor(b_obs[mb_inds])
+                mb_obs = b_obs[mb_inds]
+                dist = actor(mb_obs)
                 newlogprob = dist.log_prob(b_actions[mb_inds])
                 entropy = dist.entropy().mean()
                 # r_t(theta) = pi_theta(a_t|s_t) / pi_theta'(a_t|s_t), in log space
@@ -454,11 +456,11 @@ def train(args: Args) -> Path:
                     # not in the article: per-minibatch advantage normalisation (OpenAI baselines)
                     mb_advantages = (mb_advantages - mb_advantages.mean()) / (
                         mb_advantages.std() + 1e-8)
-                kl = mean_kl(old_actor(b_obs[mb_inds]), dist)
+                kl = mean_kl(old_actor(mb_obs), dist)
                 pg_loss = kl_penalty_loss(ratio, mb_advantages, kl, beta)
 
                 # step 4: regress V(s_t) toward the returns A_t + V_old(s_t)
-                newvalue = critic(b_obs[mb_inds])
+                newvalue = critic(mb_obs)
                 v_error = (newvalue - b_returns[mb_inds]) ** 2
                 if args.vf_clip is not None:
                     # not in the article: value clipping (OpenAI baselines; arXiv:2005.12729)

@@ -25,9 +25,9 @@ Notation (article -> code):
     D_KL(pi_theta' || pi_theta)   kl (exact, closed form, batch mean)
 
 Not in the article, each behind a flag: advantage normalisation (--norm-adv), value clipping
-(--vf-clip), damping of the Fisher matrix (--cg-damping), orthogonal initialisation, Adam eps
-1e-5 for the critic, learning-rate annealing of the critic (--anneal-lr), observation
-normalisation and reward scaling for continuous control (--normalize).
+(--vf-clip), damping of the Fisher matrix (--cg-damping), the critic's learning-rate annealing
+(--anneal-lr), observation normalisation and reward scaling (--normalize). Always on,
+commented where they are set: orthogonal initialisation (layer_init) and Adam's eps = 1e-5.
 
 Examples:
     python trpo.py                                       # CartPole-v1 with the defaults below
@@ -118,7 +118,7 @@ class Args:
     cg_iters: int = 10
     """conjugate-gradient iterations to solve F s = g; 10 is usual"""
     cg_damping: float = 0.1
-    """lambda added to F's diagonal, (F + lambda I) s = g, so CG is well posed; 0.001 to 0.1"""
+    """c added to F's diagonal, (F + c I) s = g, keeps CG well posed; 0.001 to 0.1"""
     backtrack_coef: float = 0.8
     """the line search tries coef^k times the full step, k = 0, 1, ..."""
     backtrack_iters: int = 10

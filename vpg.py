@@ -21,8 +21,9 @@ Notation (article -> code):
     D_KL(pi_theta' || pi_theta)   kl (exact, closed form, batch mean)
 
 Not in the article, each behind a flag: advantage scaling (--norm-adv), value clipping
-(--vf-clip), orthogonal initialisation, Adam eps 1e-5, learning-rate annealing (--anneal-lr),
-observation normalisation and reward scaling for continuous control (--normalize).
+(--vf-clip), learning-rate annealing (--anneal-lr), observation normalisation and reward
+scaling (--normalize). Always on, commented where they are set: orthogonal initialisation
+(layer_init) and Adam's eps = 1e-5.
 
 Examples:
     python vpg.py --total-timesteps 200000               # CartPole-v1 with the defaults below

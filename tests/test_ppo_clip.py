@@ -6,6 +6,8 @@ are the same text in every script (test_end_to_end.py checks that), so they are 
 once; the short runs that every script shares are in test_end_to_end.py.
 """
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -149,3 +151,17 @@ def test_mean_kl_matches_a_monte_carlo_estimate(make_actor, moved_copy, head, mo
 
 def test_bad_clip_coef_exits_2_with_one_line(assert_bad_flag):
     assert_bad_flag("ppo_clip.py", ["--clip-coef", "0"], "--clip-coef 0")
+
+
+# --- --capture-video: a recording of the evaluation, or a one-line request for moviepy ---
+
+def test_capture_video_records_the_evaluation_or_asks_for_moviepy(short_run, run_cli,
+                                                                  assert_clean_error):
+    run_dir = short_run(ppo_clip, "cartpole")[1]
+    result = run_cli("ppo_clip.py", "--eval-checkpoint", run_dir / "model.pt",
+                     "--eval-episodes", 1, "--capture-video")
+    if importlib.util.find_spec("moviepy") is None:  # an optional package: not in requirements
+        assert "moviepy" in assert_clean_error(result)
+    else:
+        assert result.returncode == 0, result.stderr
+        assert list((run_dir / "videos").glob("*.mp4"))
