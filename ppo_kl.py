@@ -35,6 +35,7 @@ Examples:
 import copy
 import json
 import math
+import os
 import platform
 import random
 import sys
@@ -143,8 +144,9 @@ def check_args(args: Args) -> None:
         fail(f"--learning-rate {args.learning_rate}: must be positive")
     if not args.kl_target > 0:
         fail(f"--kl-target {args.kl_target}: must be positive")
-    if not args.beta_init >= 0:
-        fail(f"--beta-init {args.beta_init}: must be non-negative")
+    if not (args.beta_init > 0 or args.beta_init == 0 and not args.adaptive):
+        fail(f"--beta-init {args.beta_init}: must be positive (0, the plain surrogate, "
+             "only with --no-adaptive: halving or doubling 0 stays 0)")
     if args.vf_clip is not None and not args.vf_clip > 0:
         fail(f"--vf-clip {args.vf_clip}: must be positive")
     if not (args.max_grad_norm > 0 and args.vf_coef >= 0 and args.ent_coef >= 0):
@@ -153,9 +155,9 @@ def check_args(args: Args) -> None:
     if args.total_timesteps < batch_size:
         fail(f"--total-timesteps {args.total_timesteps}: must be at least one batch, "
              f"num_envs * num_steps = {batch_size}")
-    if batch_size % args.num_minibatches:
+    if batch_size % args.num_minibatches or batch_size // args.num_minibatches < 2:
         fail(f"--num-minibatches {args.num_minibatches}: must divide the batch "
-             f"num_envs * num_steps = {batch_size}")
+             f"num_envs * num_steps = {batch_size} into minibatches of at least 2 rows")
     if args.capture_video:
         try:
             import moviepy  # noqa: F401
@@ -323,6 +325,8 @@ def new_run_dir(args: Args) -> Path:
         except FileExistsError:
             copies += 1
             run_dir = name.with_name(f"{name.name}-{copies}")
+        except OSError as error:
+            fail(f"--runs-dir {args.runs_dir!r}: cannot create a run folder there ({error})")
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "gymnasium": gym.__version__, "numpy": np.__version__}
     (run_dir / "config.json").write_text(json.dumps({**asdict(args), "versions": versions},
@@ -352,6 +356,9 @@ def train(args: Args) -> Path:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.cuda and args.torch_deterministic:
+        # cuBLAS is deterministic only with a fixed workspace (torch docs, "Reproducibility")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(1)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
@@ -379,12 +386,15 @@ def train(args: Args) -> Path:
     terminations = np.zeros((T, N), dtype=np.float32)
     dones = np.zeros((T, N), dtype=np.float32)
 
+    def tensor(x: np.ndarray) -> torch.Tensor:  # a view of the numpy storage on the CPU
+        return torch.as_tensor(x, device=device)
+
     global_step = 0
     beta = args.beta_init
     recent_returns: list[float] = []
     start_time = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
-    print_every = max(1, num_iterations // 50)
+    print_every = max(1, num_iterations // 50)  # about 50 progress lines a run
     for iteration in range(1, num_iterations + 1):
         if args.anneal_lr:
             # not in the article: linear learning-rate decay to 0 (arXiv:1707.06347, Table 3)
@@ -413,9 +423,6 @@ def train(args: Args) -> Path:
             dones[step] = terminated | truncated
 
         # --- 2. Advantages A_t by GAE with the critic V [From Baseline to Advantage] ---
-        def tensor(x: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(x, device=device)
-
         with torch.no_grad():
             # V is evaluated once per batch, not once per step
             values = critic(tensor(obs))  # [T, N]
@@ -477,7 +484,8 @@ def train(args: Args) -> Path:
                 nn.utils.clip_grad_norm_(params, args.max_grad_norm)
                 optimizer.step()
                 stats.append(torch.stack([pg_loss, v_loss, entropy]).detach())
-        # --- 5. theta' <- theta: the next collection samples from the updated actor ---
+        # --- 5. theta' <- theta: the next collection samples from the updated actor
+        #     [Putting It Together, step 5] ---
 
         with torch.no_grad():
             kl = mean_kl(old_dist, actor(b_obs)).item()
@@ -490,23 +498,23 @@ def train(args: Args) -> Path:
         sps = int(global_step / (time.time() - start_time))
         write_row(updates_file, global_step, iteration, sps, pg_loss, v_loss, entropy, kl,
                   explained_variance, beta)
-        if args.adaptive:
-            # d = the exact KL of this update steers the beta of the next (paper section 4)
-            beta = update_beta(beta, kl, args.kl_target)
-        if iteration % print_every == 0 or iteration == num_iterations:
+        if iteration % print_every == 0 or iteration == num_iterations:  # always the last
+            # the return of a run is the mean of its last 20 episodes, here and in the README
             mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
             eta = (args.total_timesteps - global_step) / max(sps, 1)
             print(f"step {global_step:,}/{num_iterations * batch_size:,} "
                   f"({100 * iteration / num_iterations:.0f}%) | return {mean_return:.1f} | "
                   f"{sps:,} steps/s | kl {kl:.4f} | beta {beta:.3g} | "
                   f"ETA {eta:.0f}s", flush=True)
+        if args.adaptive:
+            # d = the exact KL of this update steers the beta of the next (paper section 4)
+            beta = update_beta(beta, kl, args.kl_target)
 
     if args.save_model:
         save_model(run_dir / "model.pt", args, envs, actor, critic)
     envs.close()
     episodes_file.close()
     updates_file.close()
-    mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
     print(f"run folder: {run_dir}\nfinal mean return (last 20 episodes): {mean_return:.1f}")
     return run_dir
 
@@ -530,16 +538,17 @@ def evaluate(args: Args) -> tuple[float, float]:
     path = Path(args.eval_checkpoint)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        env_id, hidden, normalize = (checkpoint["env_id"], checkpoint["hidden_size"],
-                                     checkpoint["normalize"])
+        env_id, hidden, normalize, gamma = (checkpoint["env_id"], checkpoint["hidden_size"],
+                                            checkpoint["normalize"], checkpoint["gamma"])
     except Exception as error:
         fail(f"--eval-checkpoint {str(path)!r}: not a readable model file "
              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
     check_env(env_id)
     torch.set_num_threads(1)
-    env = make_env(env_id, 0, args.capture_video, path.parent, checkpoint["gamma"], normalize)()
-    actor = Actor(env.observation_space.shape[0], env.action_space, hidden)
+    # videos of the evaluation go to <run folder>/eval/videos, apart from the training's
+    env = make_env(env_id, 0, args.capture_video, path.parent / "eval", gamma, normalize)()
     try:
+        actor = Actor(env.observation_space.shape[0], env.action_space, hidden)
         actor.load_state_dict(checkpoint["actor"])
         if normalize:
             # NormalizeReward has an update_running_mean too: find the observations' wrapper
@@ -547,10 +556,12 @@ def evaluate(args: Args) -> tuple[float, float]:
             while not isinstance(obs_norm, gym.wrappers.NormalizeObservation):
                 obs_norm = obs_norm.env
             obs_norm.update_running_mean = False  # frozen for evaluation
+            if checkpoint["obs_rms"]["mean"].shape != obs_norm.obs_rms.mean.shape:
+                raise ValueError("observation statistics of another shape")
             obs_norm.obs_rms.mean = checkpoint["obs_rms"]["mean"].numpy()
             obs_norm.obs_rms.var = checkpoint["obs_rms"]["var"].numpy()
             obs_norm.obs_rms.count = checkpoint["obs_rms"]["count"]
-    except (RuntimeError, KeyError, AttributeError) as error:
+    except (RuntimeError, KeyError, AttributeError, TypeError, ValueError) as error:
         fail(f"--eval-checkpoint {str(path)!r}: does not match {env_id} "
              f"({str(error).splitlines()[0]})")
     returns = []

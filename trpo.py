@@ -39,6 +39,7 @@ Examples:
 import copy
 import json
 import math
+import os
 import platform
 import random
 import sys
@@ -155,9 +156,9 @@ def check_args(args: Args) -> None:
     if args.total_timesteps < batch_size:
         fail(f"--total-timesteps {args.total_timesteps}: must be at least one batch, "
              f"num_envs * num_steps = {batch_size}")
-    if batch_size % args.num_minibatches:
+    if batch_size % args.num_minibatches or batch_size // args.num_minibatches < 2:
         fail(f"--num-minibatches {args.num_minibatches}: must divide the batch "
-             f"num_envs * num_steps = {batch_size}")
+             f"num_envs * num_steps = {batch_size} into minibatches of at least 2 rows")
     if args.capture_video:
         try:
             import moviepy  # noqa: F401
@@ -344,21 +345,22 @@ def trust_region_step(search_dir: torch.Tensor, F_search_dir: torch.Tensor,
     """The full step sqrt(2 delta / s^T F s) s along s = F^-1 g, given s and F s.
 
     max g.x subject to 1/2 x^T F x <= delta is reached at x = c s, with c chosen so that
-    1/2 c^2 s^T F s = delta (arXiv:1502.05477, Appendix C). [TRPO: Enforce the Constraint]"""
+    1/2 c^2 s^T F s = delta (arXiv:1502.05477, Appendix C). [TRPO: Enforce the Constraint
+    Exactly] The 1e-12 keeps a zero gradient (s = 0) from dividing 0 by 0."""
     return torch.sqrt(2.0 * max_kl / (search_dir @ F_search_dir + 1e-12)) * search_dir
 
 
-def line_search(evaluate, theta_old: torch.Tensor, full_step: torch.Tensor, max_kl: float,
-                backtrack_coef: float, backtrack_iters: int):
+def line_search(surrogate_and_kl_at, theta_old: torch.Tensor, full_step: torch.Tensor,
+                max_kl: float, backtrack_coef: float, backtrack_iters: int):
     """Try theta' + coef^k full_step for k = 0, 1, ...; accept the first whose measured KL is at
     most delta and whose surrogate improves on theta'. [TRPO: Enforce the Constraint Exactly]
 
-    evaluate(theta) -> (surrogate, kl). Returns (theta, k, accepted, improvement); when no
-    step is acceptable, theta' itself with k = backtrack_iters and accepted = False."""
-    surrogate_old, _ = evaluate(theta_old)
+    surrogate_and_kl_at(theta) -> (surrogate, kl). Returns (theta, k, accepted, improvement);
+    when no step is acceptable, theta' itself with k = backtrack_iters and accepted = False."""
+    surrogate_old, _ = surrogate_and_kl_at(theta_old)
     for k in range(backtrack_iters):
         theta = theta_old + backtrack_coef**k * full_step
-        surrogate, kl = evaluate(theta)
+        surrogate, kl = surrogate_and_kl_at(theta)
         if kl <= max_kl and surrogate > surrogate_old:
             return theta, k, True, float(surrogate - surrogate_old)
     return theta_old, backtrack_iters, False, 0.0
@@ -374,6 +376,8 @@ def new_run_dir(args: Args) -> Path:
         except FileExistsError:
             copies += 1
             run_dir = name.with_name(f"{name.name}-{copies}")
+        except OSError as error:
+            fail(f"--runs-dir {args.runs_dir!r}: cannot create a run folder there ({error})")
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "gymnasium": gym.__version__, "numpy": np.__version__}
     (run_dir / "config.json").write_text(json.dumps({**asdict(args), "versions": versions},
@@ -404,6 +408,9 @@ def train(args: Args) -> Path:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.cuda and args.torch_deterministic:
+        # cuBLAS is deterministic only with a fixed workspace (torch docs, "Reproducibility")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(1)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
@@ -433,11 +440,14 @@ def train(args: Args) -> Path:
     terminations = np.zeros((T, N), dtype=np.float32)
     dones = np.zeros((T, N), dtype=np.float32)
 
+    def tensor(x: np.ndarray) -> torch.Tensor:  # a view of the numpy storage on the CPU
+        return torch.as_tensor(x, device=device)
+
     global_step = 0
     recent_returns: list[float] = []
     start_time = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
-    print_every = max(1, num_iterations // 50)
+    print_every = max(1, num_iterations // 50)  # about 50 progress lines a run
     for iteration in range(1, num_iterations + 1):
         if args.anneal_lr:
             # not in the article: linear learning-rate decay to 0 (arXiv:1707.06347, Table 3)
@@ -466,9 +476,6 @@ def train(args: Args) -> Path:
             dones[step] = terminated | truncated
 
         # --- 2. Advantages A_t by GAE with the critic V [From Baseline to Advantage] ---
-        def tensor(x: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(x, device=device)
-
         with torch.no_grad():
             # V is evaluated once per batch, not once per step
             values = critic(tensor(obs))  # [T, N]
@@ -488,7 +495,7 @@ def train(args: Args) -> Path:
             # log pi_theta'(a_t|s_t), once per batch: the actor has not moved since step 1
             b_logprobs = old_dist.log_prob(b_actions)
 
-        # --- 3. One step on the surrogate inside the KL ball [TRPO: Enforce the Constraint] ---
+        # --- 3. One step on L(theta) inside the KL ball [TRPO: Enforce the Constraint Exactly] ---
         if args.norm_adv:
             # not in the article: advantage normalisation over the batch (OpenAI baselines)
             b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
@@ -507,7 +514,7 @@ def train(args: Args) -> Path:
         search_dir = conjugate_gradient(Fvp, g, args.cg_iters)  # s = F^-1 g
         full_step = trust_region_step(search_dir, Fvp(search_dir), args.max_kl)
 
-        def evaluate(theta: torch.Tensor) -> tuple[float, float]:
+        def surrogate_and_kl_at(theta: torch.Tensor) -> tuple[float, float]:
             nn.utils.vector_to_parameters(theta, actor_params)
             with torch.no_grad():
                 surrogate, kl = surrogate_and_kl(actor, old_dist, b_obs, b_actions, b_logprobs,
@@ -516,7 +523,7 @@ def train(args: Args) -> Path:
 
         theta_old = nn.utils.parameters_to_vector(actor_params).detach()
         theta, backtracks, accepted, improvement = line_search(
-            evaluate, theta_old, full_step, args.max_kl, args.backtrack_coef,
+            surrogate_and_kl_at, theta_old, full_step, args.max_kl, args.backtrack_coef,
             args.backtrack_iters)
         nn.utils.vector_to_parameters(theta, actor_params)
         with torch.no_grad():
@@ -525,7 +532,7 @@ def train(args: Args) -> Path:
             entropy = new_dist.entropy().mean().item()
         pg_loss = -(surrogate.item() + improvement)  # -L(theta) after the step
 
-        # --- 4. Regress V toward the returns, several epochs of minibatches [step 4] ---
+        # --- 4. Regress V toward the returns, several epochs [Putting It Together, step 4] ---
         v_losses = []
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(batch_size, device=device)
@@ -543,7 +550,8 @@ def train(args: Args) -> Path:
                 v_loss.backward()
                 critic_optimizer.step()
                 v_losses.append(v_loss.detach())
-        # --- 5. theta' <- theta: the next collection samples from the updated actor ---
+        # --- 5. theta' <- theta: the next collection samples from the updated actor
+        #     [Putting It Together, step 5] ---
 
         v_loss = torch.stack(v_losses).mean().item()
         if not all(map(math.isfinite, (pg_loss, v_loss, entropy, kl))):
@@ -554,7 +562,8 @@ def train(args: Args) -> Path:
         sps = int(global_step / (time.time() - start_time))
         write_row(updates_file, global_step, iteration, sps, pg_loss, v_loss, entropy, kl,
                   explained_variance, backtracks, int(accepted), improvement)
-        if iteration % print_every == 0 or iteration == num_iterations:
+        if iteration % print_every == 0 or iteration == num_iterations:  # always the last
+            # the return of a run is the mean of its last 20 episodes, here and in the README
             mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
             eta = (args.total_timesteps - global_step) / max(sps, 1)
             print(f"step {global_step:,}/{num_iterations * batch_size:,} "
@@ -567,7 +576,6 @@ def train(args: Args) -> Path:
     envs.close()
     episodes_file.close()
     updates_file.close()
-    mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
     print(f"run folder: {run_dir}\nfinal mean return (last 20 episodes): {mean_return:.1f}")
     return run_dir
 
@@ -591,16 +599,17 @@ def evaluate(args: Args) -> tuple[float, float]:
     path = Path(args.eval_checkpoint)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        env_id, hidden, normalize = (checkpoint["env_id"], checkpoint["hidden_size"],
-                                     checkpoint["normalize"])
+        env_id, hidden, normalize, gamma = (checkpoint["env_id"], checkpoint["hidden_size"],
+                                            checkpoint["normalize"], checkpoint["gamma"])
     except Exception as error:
         fail(f"--eval-checkpoint {str(path)!r}: not a readable model file "
              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
     check_env(env_id)
     torch.set_num_threads(1)
-    env = make_env(env_id, 0, args.capture_video, path.parent, checkpoint["gamma"], normalize)()
-    actor = Actor(env.observation_space.shape[0], env.action_space, hidden)
+    # videos of the evaluation go to <run folder>/eval/videos, apart from the training's
+    env = make_env(env_id, 0, args.capture_video, path.parent / "eval", gamma, normalize)()
     try:
+        actor = Actor(env.observation_space.shape[0], env.action_space, hidden)
         actor.load_state_dict(checkpoint["actor"])
         if normalize:
             # NormalizeReward has an update_running_mean too: find the observations' wrapper
@@ -608,10 +617,12 @@ def evaluate(args: Args) -> tuple[float, float]:
             while not isinstance(obs_norm, gym.wrappers.NormalizeObservation):
                 obs_norm = obs_norm.env
             obs_norm.update_running_mean = False  # frozen for evaluation
+            if checkpoint["obs_rms"]["mean"].shape != obs_norm.obs_rms.mean.shape:
+                raise ValueError("observation statistics of another shape")
             obs_norm.obs_rms.mean = checkpoint["obs_rms"]["mean"].numpy()
             obs_norm.obs_rms.var = checkpoint["obs_rms"]["var"].numpy()
             obs_norm.obs_rms.count = checkpoint["obs_rms"]["count"]
-    except (RuntimeError, KeyError, AttributeError) as error:
+    except (RuntimeError, KeyError, AttributeError, TypeError, ValueError) as error:
         fail(f"--eval-checkpoint {str(path)!r}: does not match {env_id} "
              f"({str(error).splitlines()[0]})")
     returns = []

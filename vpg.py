@@ -36,6 +36,7 @@ Examples:
 import copy
 import json
 import math
+import os
 import platform
 import random
 import sys
@@ -96,7 +97,7 @@ class Args:
     norm_adv: bool = True
     """divide the batch's advantages by their std (not centred: centring is itself a baseline)"""
     advantage: Literal["gae", "rtg", "rtg-mean"] = "gae"
-    """A_t: GAE with the critic; the return-to-go; or the return-to-go minus its batch mean"""
+    """A_t: GAE with the critic; the return-to-go (rtg); or rtg minus its batch mean"""
 
     # --- optimisation ---
     learning_rate: float = 1e-3
@@ -140,9 +141,9 @@ def check_args(args: Args) -> None:
     if args.total_timesteps < batch_size:
         fail(f"--total-timesteps {args.total_timesteps}: must be at least one batch, "
              f"num_envs * num_steps = {batch_size}")
-    if batch_size % args.num_minibatches:
+    if batch_size % args.num_minibatches or batch_size // args.num_minibatches < 2:
         fail(f"--num-minibatches {args.num_minibatches}: must divide the batch "
-             f"num_envs * num_steps = {batch_size}")
+             f"num_envs * num_steps = {batch_size} into minibatches of at least 2 rows")
     if args.capture_video:
         try:
             import moviepy  # noqa: F401
@@ -282,13 +283,20 @@ def mean_kl(old_dist: Distribution, new_dist: Distribution) -> torch.Tensor:
 def baseline_advantages(rewards: torch.Tensor, terminations: torch.Tensor,
                         dones: torch.Tensor, gamma: float, centred: bool) -> torch.Tensor:
     """The earlier advantages the article starts from: the return-to-go
-    G_t = sum_l gamma^l r_{t+l} up to the episode's end (or the rollout's: no critic, so no
-    bootstrap), and with centred=True G_t minus the batch mean b = mean(G), the "crudest
-    possible" baseline [From Baseline to Advantage]."""
+    G_t = sum_l gamma^l r_{t+l} to the end of the episode, and with centred=True G_t minus its
+    batch mean b, the "crudest possible" baseline [From Baseline to Advantage].
+
+    There is no critic here, so nothing can stand in for rewards the rollout has not seen yet:
+    a step whose episode the rollout's end cut off gets A_t = 0 (no weight), and b is the mean
+    over the other steps. Use rollouts much longer than an episode (see the README)."""
     zeros = torch.zeros_like(rewards)
     # with V = 0 and lambda = 1 every delta_t is r_t, and GAE's sum is the return-to-go
     returns_to_go = compute_gae(rewards, zeros, zeros, terminations, dones, gamma, 1.0)
-    return returns_to_go - returns_to_go.mean() if centred else returns_to_go
+    # complete[t, n]: env n ends an episode at some step >= t, so G_t is fully known
+    complete = dones.flip(0).cumsum(0).flip(0) > 0  # [T, N]
+    if centred and complete.any():
+        returns_to_go = returns_to_go - returns_to_go[complete].mean()
+    return returns_to_go * complete
 
 
 def policy_gradient_loss(logprobs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
@@ -308,6 +316,8 @@ def new_run_dir(args: Args) -> Path:
         except FileExistsError:
             copies += 1
             run_dir = name.with_name(f"{name.name}-{copies}")
+        except OSError as error:
+            fail(f"--runs-dir {args.runs_dir!r}: cannot create a run folder there ({error})")
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "gymnasium": gym.__version__, "numpy": np.__version__}
     (run_dir / "config.json").write_text(json.dumps({**asdict(args), "versions": versions},
@@ -337,6 +347,9 @@ def train(args: Args) -> Path:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.cuda and args.torch_deterministic:
+        # cuBLAS is deterministic only with a fixed workspace (torch docs, "Reproducibility")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(1)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
@@ -367,11 +380,14 @@ def train(args: Args) -> Path:
     terminations = np.zeros((T, N), dtype=np.float32)
     dones = np.zeros((T, N), dtype=np.float32)
 
+    def tensor(x: np.ndarray) -> torch.Tensor:  # a view of the numpy storage on the CPU
+        return torch.as_tensor(x, device=device)
+
     global_step = 0
     recent_returns: list[float] = []
     start_time = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
-    print_every = max(1, num_iterations // 50)
+    print_every = max(1, num_iterations // 50)  # about 50 progress lines a run
     for iteration in range(1, num_iterations + 1):
         if args.anneal_lr:
             # not in the article: linear learning-rate decay to 0 (arXiv:1707.06347, Table 3)
@@ -401,9 +417,6 @@ def train(args: Args) -> Path:
             dones[step] = terminated | truncated
 
         # --- 2. Advantages A_t by GAE with the critic V [From Baseline to Advantage] ---
-        def tensor(x: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(x, device=device)
-
         with torch.no_grad():
             # V is evaluated once per batch, not once per step
             values = critic(tensor(obs))  # [T, N]
@@ -442,7 +455,7 @@ def train(args: Args) -> Path:
             entropy = new_dist.entropy().mean().item()
         pg_loss = pg_loss.item()
 
-        # --- 4. Regress V toward the returns, several epochs of minibatches [step 4] ---
+        # --- 4. Regress V toward the returns, several epochs [Putting It Together, step 4] ---
         v_losses = []
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(batch_size, device=device)
@@ -460,7 +473,8 @@ def train(args: Args) -> Path:
                 v_loss.backward()
                 critic_optimizer.step()
                 v_losses.append(v_loss.detach())
-        # --- 5. theta' <- theta: the next collection samples from the updated actor ---
+        # --- 5. theta' <- theta: the next collection samples from the updated actor
+        #     [Putting It Together, step 5] ---
 
         v_loss = torch.stack(v_losses).mean().item()
         if not all(map(math.isfinite, (pg_loss, v_loss, entropy, kl))):
@@ -471,7 +485,8 @@ def train(args: Args) -> Path:
         sps = int(global_step / (time.time() - start_time))
         write_row(updates_file, global_step, iteration, sps, pg_loss, v_loss, entropy, kl,
                   explained_variance)
-        if iteration % print_every == 0 or iteration == num_iterations:
+        if iteration % print_every == 0 or iteration == num_iterations:  # always the last
+            # the return of a run is the mean of its last 20 episodes, here and in the README
             mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
             eta = (args.total_timesteps - global_step) / max(sps, 1)
             print(f"step {global_step:,}/{num_iterations * batch_size:,} "
@@ -484,7 +499,6 @@ def train(args: Args) -> Path:
     envs.close()
     episodes_file.close()
     updates_file.close()
-    mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
     print(f"run folder: {run_dir}\nfinal mean return (last 20 episodes): {mean_return:.1f}")
     return run_dir
 
@@ -508,16 +522,17 @@ def evaluate(args: Args) -> tuple[float, float]:
     path = Path(args.eval_checkpoint)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        env_id, hidden, normalize = (checkpoint["env_id"], checkpoint["hidden_size"],
-                                     checkpoint["normalize"])
+        env_id, hidden, normalize, gamma = (checkpoint["env_id"], checkpoint["hidden_size"],
+                                            checkpoint["normalize"], checkpoint["gamma"])
     except Exception as error:
         fail(f"--eval-checkpoint {str(path)!r}: not a readable model file "
              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
     check_env(env_id)
     torch.set_num_threads(1)
-    env = make_env(env_id, 0, args.capture_video, path.parent, checkpoint["gamma"], normalize)()
-    actor = Actor(env.observation_space.shape[0], env.action_space, hidden)
+    # videos of the evaluation go to <run folder>/eval/videos, apart from the training's
+    env = make_env(env_id, 0, args.capture_video, path.parent / "eval", gamma, normalize)()
     try:
+        actor = Actor(env.observation_space.shape[0], env.action_space, hidden)
         actor.load_state_dict(checkpoint["actor"])
         if normalize:
             # NormalizeReward has an update_running_mean too: find the observations' wrapper
@@ -525,10 +540,12 @@ def evaluate(args: Args) -> tuple[float, float]:
             while not isinstance(obs_norm, gym.wrappers.NormalizeObservation):
                 obs_norm = obs_norm.env
             obs_norm.update_running_mean = False  # frozen for evaluation
+            if checkpoint["obs_rms"]["mean"].shape != obs_norm.obs_rms.mean.shape:
+                raise ValueError("observation statistics of another shape")
             obs_norm.obs_rms.mean = checkpoint["obs_rms"]["mean"].numpy()
             obs_norm.obs_rms.var = checkpoint["obs_rms"]["var"].numpy()
             obs_norm.obs_rms.count = checkpoint["obs_rms"]["count"]
-    except (RuntimeError, KeyError, AttributeError) as error:
+    except (RuntimeError, KeyError, AttributeError, TypeError, ValueError) as error:
         fail(f"--eval-checkpoint {str(path)!r}: does not match {env_id} "
              f"({str(error).splitlines()[0]})")
     returns = []

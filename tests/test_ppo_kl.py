@@ -99,13 +99,15 @@ def test_penalty_is_flat_at_theta_old_but_curved(make_actor, head, of_flat_param
 @pytest.mark.parametrize("argv, mention", [
     pytest.param(["--kl-target", "0"], "--kl-target 0", id="kl-target-0"),
     pytest.param(["--beta-init", "-1"], "--beta-init -1", id="beta-init-negative"),
+    # with adaptation on, beta = 0 would stay 0 for ever: halving or doubling 0 gives 0
+    pytest.param(["--beta-init", "0"], "--beta-init 0.0", id="beta-init-0-adaptive"),
 ])
 def test_bad_flag_exits_2_with_one_line(assert_bad_flag, argv, mention):
     assert_bad_flag("ppo_kl.py", argv, mention)
 
 
-def test_beta_init_zero_is_accepted():  # beta = 0: the plain surrogate, a valid ablation
-    ppo_kl.check_args(ppo_kl.Args(beta_init=0.0))
+def test_beta_init_zero_is_accepted_without_adaptation():  # the plain surrogate, an ablation
+    ppo_kl.check_args(ppo_kl.Args(beta_init=0.0, adaptive=False))
 
 
 # --- beta in a run ---

@@ -37,29 +37,36 @@ def test_loss_gradient_is_minus_the_reinforce_estimator(make_actor, head):
         torch.testing.assert_close(g, -total / len(obs))
 
 
-def returns_to_go_by_definition(rewards, dones, gamma) -> torch.Tensor:
+def returns_to_go_by_definition(rewards, dones, gamma, centred=False) -> torch.Tensor:
     """G_t = sum_{k=t}^{end} gamma^(k-t) r_k for every [t, n], end = the first step from t on
-    that ends the episode, or the last step of the rollout."""
+    that ends the episode; 0 where the episode does not end inside the rollout. centred:
+    minus the mean of G over the steps whose episode ends inside the rollout."""
     T, N = rewards.shape
-    returns = torch.zeros(T, N, dtype=torch.float64)
+    returns, known = torch.zeros(T, N, dtype=torch.float64), torch.zeros(T, N, dtype=torch.bool)
     for t in range(T):
         for n in range(N):
-            end = next((k for k in range(t, T) if dones[k, n]), T - 1)
-            returns[t, n] = sum(gamma ** (k - t) * rewards[k, n].item() for k in range(t, end + 1))
+            end = next((k for k in range(t, T) if dones[k, n]), None)
+            if end is not None:
+                known[t, n] = True
+                returns[t, n] = sum(gamma ** (k - t) * rewards[k, n].item()
+                                    for k in range(t, end + 1))
+    if centred:
+        returns[known] -= returns[known].mean()
     return returns
 
 
 @pytest.mark.parametrize("gamma", [0.99, 0.9, 1.0])
 def test_baseline_advantages_are_returns_to_go_and_their_centred_version(rollout, gamma):
     """The rollout has terminations, truncations (no critic: no bootstrap either way) and
-    episodes cut by the rollout's end."""
+    episodes cut by the rollout's end, whose steps must get no weight."""
     rewards, _, _, terminations, dones = rollout
     expected = returns_to_go_by_definition(rewards, dones, gamma)
+    assert (expected[-1] == 0).any()  # the rollout does cut an episode
     torch.testing.assert_close(
         baseline_advantages(rewards, terminations, dones, gamma, centred=False), expected)
     torch.testing.assert_close(
         baseline_advantages(rewards, terminations, dones, gamma, centred=True),
-        expected - expected.mean())
+        returns_to_go_by_definition(rewards, dones, gamma, centred=True))
 
 
 @pytest.mark.parametrize("advantage", ["gae", "rtg", "rtg-mean"])
@@ -88,9 +95,8 @@ def test_the_advantage_flag_chooses_what_multiplies_log_pi(monkeypatch, tmp_path
     if advantage == "gae":
         expected = gae_by_definition(*gae_inputs[0])
     else:
-        expected = returns_to_go_by_definition(rewards, dones, gamma)
-        if advantage == "rtg-mean":
-            expected = expected - expected.mean()
+        expected = returns_to_go_by_definition(rewards, dones, gamma,
+                                               centred=advantage == "rtg-mean")
     expected = expected.reshape(-1)  # [T * N], row t of the storage first
     (advantages,) = used
     torch.testing.assert_close(advantages.double(), expected / expected.std(), rtol=1e-5,
