@@ -97,7 +97,8 @@ class Args:
     norm_adv: bool = True
     """divide the batch's advantages by their std (not centred: centring is itself a baseline)"""
     advantage: Literal["gae", "rtg", "rtg-mean"] = "gae"
-    """A_t: GAE with the critic; the return-to-go (rtg); or rtg minus its batch mean"""
+    """A_t: GAE with the critic; the return-to-go (rtg); or rtg minus its batch mean. The rtg
+    choices weight only steps whose episode ends inside the rollout: use long rollouts"""
 
     # --- optimisation ---
     learning_rate: float = 1e-3
