@@ -453,8 +453,8 @@ def train(args: Args) -> Path:
                 dist = actor(mb_obs)
                 newlogprob = dist.log_prob(b_actions[mb_inds])
                 entropy = dist.entropy().mean()
-                # r_t(theta) = pi_theta(a_t|s_t) / pi_theta'(a_t|s_t), in log space
-                # [The Surrogate Objective]
+                # r_t(theta) = pi_theta(a_t|s_t) / pi_theta'(a_t|s_t), in log space; autograd
+                # of r_t A_t gives r_t grad log pi_theta A_t [The Surrogate Objective]
                 logratio = newlogprob - b_logprobs[mb_inds]
                 ratio = logratio.exp()
 

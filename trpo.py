@@ -301,7 +301,8 @@ def surrogate_and_kl(actor: Actor, old_dist: Distribution, obs: torch.Tensor,
     """L(theta) = mean(r_t A_t) [The Surrogate Objective] and the mean KL(pi_theta' || pi_theta)
     of the constraint [TRPO: Enforce the Constraint Exactly], at the actor's current theta."""
     dist = actor(obs)
-    # r_t(theta) = pi_theta(a_t|s_t) / pi_theta'(a_t|s_t), in log space
+    # r_t(theta) = pi_theta(a_t|s_t) / pi_theta'(a_t|s_t), in log space; grad (r_t A_t) is
+    # r_t grad log pi_theta(a_t|s_t) A_t, the off-policy gradient [The Surrogate Objective]
     ratio = (dist.log_prob(actions) - old_logprobs).exp()
     return (ratio * advantages).mean(), mean_kl(old_dist, dist)
 
