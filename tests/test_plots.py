@@ -194,7 +194,7 @@ def test_dry_run_lists_the_whole_grid(run_script, tmp_path):
     assert "vpg.py --env-id CartPole-v1 --seed 1 --total-timesteps 200000 " in lines[0]
     hopper = [line for line in lines if "ppo_clip.py --env-id Hopper-v5 --seed 2 " in line]
     assert len(hopper) == 1
-    assert "--total-timesteps 1000000 " in hopper[0] and "--vf-clip 0.2" in hopper[0]
+    assert "--total-timesteps 1000000 " in hopper[0] and "--vf-coef 1 " in hopper[0]
     assert hopper[0].endswith(f"--runs-dir {tmp_path / 'runs'}")
 
 
