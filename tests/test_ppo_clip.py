@@ -164,4 +164,4 @@ def test_capture_video_records_the_evaluation_or_asks_for_moviepy(short_run, run
         assert "moviepy" in assert_clean_error(result)
     else:
         assert result.returncode == 0, result.stderr
-        assert list((run_dir / "videos").glob("*.mp4"))
+        assert list((run_dir / "eval" / "videos").glob("*.mp4"))  # apart from training's
