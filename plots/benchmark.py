@@ -11,7 +11,9 @@ unfinished folder (stopped, failed, or still running elsewhere) is left in place
 deleted, and the run starts again in a new folder; the summary reads finished folders only.
 
 Summary (at the end, or alone with --summary-only), over every finished run in --runs-dir,
-the newest per (script, env, seed), whatever --scripts/--envs/--seeds select:
+the newest per (script, env, seed), whatever --scripts/--envs/--seeds select; a run of a grid
+(script, env) counts only if its config agrees with GRID's command (and --total-timesteps, if
+given), so that runs made with older flags are left out, with a warning:
     <out-dir>/results.csv    script,env,steps,seeds,mean,std,min,max,steps_to_threshold,sps
         mean, std (n - 1; empty for one seed), min, max: over seeds, of each run's mean return
         over its last 20 episodes; steps_to_threshold: median over seeds of the first step where
@@ -93,7 +95,8 @@ class Args:
     seeds: tuple[int, ...] | None = None
     """run only these seeds; None: each env's seeds in GRID"""
     total_timesteps: int | None = None
-    """override every run's budget of environment steps (for quick checks)"""
+    """override every run's budget of environment steps (for quick checks); the summary then
+    reads the runs of this budget"""
     runs_dir: Path = Path("runs/benchmark")
     """folder of the run folders, shared by every run of the grid"""
     out_dir: Path = PLOTS_DIR
@@ -115,19 +118,21 @@ class Cell(NamedTuple):
     flags: list[str]
 
 
+def grid_cell(script: str, env_id: str, seed: int, total_timesteps: int | None) -> Cell:
+    """The run of GRID's command for (script, env_id) with this seed (and budget, if given)."""
+    env = GRID[env_id]
+    steps = total_timesteps or env.steps[script]
+    flags = ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(steps),
+             "--exp-name", script, *shlex.split(env.flags.get(script, ""))]
+    return Cell(script, env_id, seed, flags)
+
+
 def grid_cells(args: Args) -> list[Cell]:
     """The runs of GRID that --scripts, --envs and --seeds select, in GRID's order."""
-    cells = []
-    for env_id, env in GRID.items():
-        for script in SCRIPTS:
-            for seed in env.seeds if args.seeds is None else args.seeds:
-                if env_id not in args.envs or script not in args.scripts:
-                    continue
-                steps = args.total_timesteps or env.steps[script]
-                flags = ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(steps),
-                         "--exp-name", script, *shlex.split(env.flags.get(script, ""))]
-                cells.append(Cell(script, env_id, seed, flags))
-    return cells
+    return [grid_cell(script, env_id, seed, args.total_timesteps)
+            for env_id, env in GRID.items() if env_id in args.envs
+            for script in SCRIPTS if script in args.scripts
+            for seed in (env.seeds if args.seeds is None else args.seeds)]
 
 
 def command(cell: Cell, runs_dir: Path) -> list[str]:
@@ -266,13 +271,27 @@ def copy_data(runs: list[plot.Run], data_dir: Path) -> None:
                             data_dir / run.env_id / f"{run.script}__{run.seed}__{name}")
 
 
-def summarise(runs_dir: Path, out_dir: Path) -> None:
-    """results.csv, the data copies and the figures from the finished runs of runs_dir."""
-    newest = {}
+def summarise(runs_dir: Path, out_dir: Path, total_timesteps: int | None) -> None:
+    """results.csv, the data copies and the figures from the finished runs of runs_dir.
+
+    A run of a grid (script, env) whose config disagrees with GRID's command for it (other
+    flags, or a budget other than total_timesteps or GRID's) is left out, with a warning: the
+    table then never mixes runs of old flags with new ones. Runs of other scripts or envs are
+    read as they are."""
+    newest, left_out = {}, []
     for run_dir, config in finished_runs(runs_dir).items():
-        newest[config["exp_name"], config["env_id"], int(config["seed"])] = run_dir
+        key = config["exp_name"], config["env_id"], int(config["seed"])
+        if key[1] in GRID and key[0] in SCRIPTS and not agrees(
+                config, grid_cell(*key, total_timesteps).flags):
+            left_out.append(run_dir)
+            continue
+        newest[key] = run_dir
+    if left_out:
+        print(f"warning: left out {len(left_out)} finished runs whose flags differ from the "
+              f"grid's command, the newest {left_out[-1]}", file=sys.stderr)
     if not newest:
-        fail(f"--runs-dir {str(runs_dir)!r}: no finished runs to summarise")
+        fail(f"--runs-dir {str(runs_dir)!r}: no finished runs of the grid's commands to "
+             "summarise")
     runs = [plot.load_run_dir(run_dir) for run_dir in newest.values()]
     rows = [summary_row(script, env_id, group)
             for env_id, scripts in sorted(plot.by_env_and_script(runs).items(),
@@ -305,7 +324,7 @@ def main(args: Args) -> None:
     if args.total_timesteps is not None and args.total_timesteps < 1:
         fail(f"--total-timesteps {args.total_timesteps}: must be a positive integer")
     if args.summary_only:
-        summarise(args.runs_dir, args.out_dir)
+        summarise(args.runs_dir, args.out_dir, args.total_timesteps)
         return
 
     cells = grid_cells(args)
@@ -321,7 +340,7 @@ def main(args: Args) -> None:
     if failures:
         print(f"{failures} of {len(todo)} runs failed; their logs are in "
               f"{args.runs_dir / 'logs'}", file=sys.stderr)
-    summarise(args.runs_dir, args.out_dir)
+    summarise(args.runs_dir, args.out_dir, args.total_timesteps)
     if failures:
         raise SystemExit(1)
 

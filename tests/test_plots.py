@@ -45,11 +45,11 @@ def last_sps(script: str, seed: int) -> int:
 
 
 def write_run(runs_dir, script: str, seed: int, returns: np.ndarray, iterations: int,
-              stamp: int) -> None:
+              stamp: int, total_timesteps: int = TOTAL_TIMESTEPS) -> None:
     """A run folder as the algorithm scripts write it, with the given returns."""
     run_dir = runs_dir / f"{ENV}__{script}__{seed}__{stamp}"
     run_dir.mkdir(parents=True)
-    config = dict(exp_name=script, seed=seed, env_id=ENV, total_timesteps=TOTAL_TIMESTEPS,
+    config = dict(exp_name=script, seed=seed, env_id=ENV, total_timesteps=total_timesteps,
                   num_envs=NUM_ENVS, num_steps=NUM_STEPS, max_kl=0.01, kl_target=0.02)
     (run_dir / "config.json").write_text(json.dumps(config))
     steps = EPISODE_STEPS * np.arange(1, len(returns) + 1)
@@ -66,8 +66,8 @@ def write_run(runs_dir, script: str, seed: int, returns: np.ndarray, iterations:
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    """2 scripts x 3 seeds of finished runs, plus two folders the summary must not use: an
-    older finished run and a newer unfinished one; then benchmark.py --summary-only on them."""
+    """2 scripts x 3 seeds of finished runs, plus three folders the summary must not use: an
+    older finished run, a newer unfinished one, and a newer finished one of another budget."""
     root = tmp_path_factory.mktemp("synthetic")
     runs_dir, out_dir = root / "runs", root / "out"
     iterations = TOTAL_TIMESTEPS // (NUM_ENVS * NUM_STEPS)
@@ -77,17 +77,27 @@ def synthetic(tmp_path_factory):
                       stamp=2_000_000_000)
     write_run(runs_dir, "trpo", 2, np.full(30, 123.0), iterations, stamp=1_000_000_000)
     write_run(runs_dir, "ppo_clip", 1, np.full(30, 7.0), iterations // 2, stamp=2_100_000_000)
+    write_run(runs_dir, "trpo", 1, np.full(30, 9.0), 2 * iterations, stamp=2_200_000_000,
+              total_timesteps=2 * TOTAL_TIMESTEPS)
     return runs_dir, out_dir
 
 
 @pytest.fixture(scope="module")
-def summary(synthetic):
-    """benchmark.py --summary-only on the synthetic runs; the results.csv rows by script."""
+def summary_call(synthetic):
+    """benchmark.py --summary-only on the synthetic runs, with their budget."""
     runs_dir, out_dir = synthetic
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / BENCHMARK), "--summary-only", "--runs-dir", str(runs_dir),
-         "--out-dir", str(out_dir)], capture_output=True, text=True, timeout=120)
+         "--out-dir", str(out_dir), "--total-timesteps", str(TOTAL_TIMESTEPS)],
+        capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
+    return completed
+
+
+@pytest.fixture(scope="module")
+def summary(synthetic, summary_call):
+    """The results.csv rows of the summary, by script."""
+    _, out_dir = synthetic
     with open(out_dir / "results.csv", newline="") as file:
         reader = csv.DictReader(file)
         assert reader.fieldnames == ["script", "env", "steps", "seeds", "mean", "std", "min",
@@ -146,6 +156,23 @@ def test_summary_copies_the_runs_and_draws_the_figures(synthetic, summary):
     assert len(list((out_dir / "data" / ENV).iterdir())) == 3 * len(SCRIPTS) * len(SEEDS)
     assert_png(out_dir / f"{ENV}.png")
     assert_png(out_dir / "kl.png")
+
+
+def test_summary_leaves_out_a_run_of_other_flags_and_says_so(summary_call):
+    """The newest trpo seed-1 folder ran twice the budget: the numbers above come from the
+    others, and stderr names the folder left out."""
+    (line,) = [x for x in summary_call.stderr.splitlines() if "left out" in x]
+    assert "left out 1 finished runs" in line and f"{ENV}__trpo__1__2200000000" in line
+
+
+def test_a_grid_run_agrees_only_with_its_own_flags():
+    """A Hopper config with the grid's ppo_clip flags agrees; one value changed, it does not."""
+    cell = benchmark.grid_cell("ppo_clip", "Hopper-v5", 2, None)
+    config = {**benchmark.flag_values(cell.flags), "seed": 2, "total_timesteps": 1_000_000}
+    assert benchmark.agrees(config, cell.flags)
+    assert not benchmark.agrees({**config, "vf_coef": 0.5}, cell.flags)
+    assert not benchmark.agrees({**config, "normalize": False}, cell.flags)
+    assert not benchmark.agrees({**config, "total_timesteps": 500_000}, cell.flags)
 
 
 # --- plot.py ---
