@@ -122,6 +122,8 @@ class Args:
     """beta of the first update: the weight of the KL penalty in L^KLPEN"""
     adaptive: bool = True
     """adapt beta after each update; --no-adaptive keeps beta_init (the paper's fixed-beta rows)"""
+    beta_factor: float = 2.0
+    """the rule divides or multiplies beta by this outside the band; the paper's 2 (> 1)"""
 
 
 def fail(message: str, status: int = 2) -> None:
@@ -144,6 +146,8 @@ def check_args(args: Args) -> None:
         fail(f"--learning-rate {args.learning_rate}: must be positive")
     if not args.kl_target > 0:
         fail(f"--kl-target {args.kl_target}: must be positive")
+    if not args.beta_factor > 1:
+        fail(f"--beta-factor {args.beta_factor}: must be greater than 1")
     if not (args.beta_init > 0 or args.beta_init == 0 and not args.adaptive):
         fail(f"--beta-init {args.beta_init}: must be positive (0, the plain surrogate, "
              "only with --no-adaptive: halving or doubling 0 stays 0)")
@@ -304,14 +308,15 @@ def kl_penalty_loss(ratio: torch.Tensor, advantages: torch.Tensor, kl: torch.Ten
     return -objective
 
 
-def update_beta(beta: float, kl: float, kl_target: float) -> float:
+def update_beta(beta: float, kl: float, kl_target: float, factor: float = 2.0) -> float:
     """Halve beta when d < d_targ / 1.5, double it when d > 1.5 d_targ, else keep it.
 
-    arXiv:1707.06347 section 4 (the factors 1.5 and 2 are the paper's)."""
+    arXiv:1707.06347 section 4: the factors 1.5 and 2 are the paper's, set by hand there;
+    `factor` replaces the 2."""
     if kl < kl_target / 1.5:
-        return beta / 2.0
+        return beta / factor
     if kl > kl_target * 1.5:
-        return beta * 2.0
+        return beta * factor
     return beta
 
 
@@ -508,7 +513,7 @@ def train(args: Args) -> Path:
                   f"ETA {eta:.0f}s", flush=True)
         if args.adaptive:
             # d = the exact KL of this update steers the beta of the next (paper section 4)
-            beta = update_beta(beta, kl, args.kl_target)
+            beta = update_beta(beta, kl, args.kl_target, args.beta_factor)
 
     if args.save_model:
         save_model(run_dir / "model.pt", args, envs, actor, critic)

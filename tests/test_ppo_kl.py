@@ -33,6 +33,11 @@ def test_update_beta_halves_below_the_band_doubles_above_keeps_inside(kl, factor
     assert update_beta(beta, kl, KL_TARGET) == beta * factor
 
 
+@pytest.mark.parametrize("kl, power", [(LOW / 2, -1), (KL_TARGET, 0), (HIGH * 2, 1)])
+def test_update_beta_with_another_factor_divides_keeps_or_multiplies(kl, power):
+    assert update_beta(0.8, kl, KL_TARGET, factor=1.25) == pytest.approx(0.8 * 1.25 ** power)
+
+
 # --- L^KLPEN = mean(r_t A_t) - beta KL [PPO: Approximate the Constraint with Clipping] ---
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 3.0])
@@ -101,6 +106,8 @@ def test_penalty_is_flat_at_theta_old_but_curved(make_actor, head, of_flat_param
     pytest.param(["--beta-init", "-1"], "--beta-init -1", id="beta-init-negative"),
     # with adaptation on, beta = 0 would stay 0 for ever: halving or doubling 0 gives 0
     pytest.param(["--beta-init", "0"], "--beta-init 0.0", id="beta-init-0-adaptive"),
+    # a factor of 1 would never move beta, one below 1 would move it the wrong way
+    pytest.param(["--beta-factor", "1"], "--beta-factor 1.0", id="beta-factor-1"),
 ])
 def test_bad_flag_exits_2_with_one_line(assert_bad_flag, argv, mention):
     assert_bad_flag("ppo_kl.py", argv, mention)
