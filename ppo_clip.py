@@ -508,17 +508,31 @@ def train(args: Args) -> Path:
     return run_dir
 
 
+def pool_statistics(means: np.ndarray, variances: np.ndarray,
+                    counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mean, variance and count of the union of groups of samples, from each group's mean and
+    variance [groups, dim] and count [groups] (the law of total variance)."""
+    total = counts.sum()
+    mean = counts @ means / total
+    # Var = E[Var within a group] + Var[group means], each weighted by the group's count
+    variance = counts @ (variances + (means - mean) ** 2) / total
+    return mean, variance, float(total)
+
+
 def save_model(path: Path, args: Args, envs: gym.vector.VectorEnv, actor: Actor,
                critic: Critic) -> None:
-    """Networks, sizes and, with --normalize, the first env's observation statistics."""
+    """Networks, sizes and, with --normalize, the observation statistics of all the envs."""
     checkpoint = {"env_id": args.env_id, "hidden_size": args.hidden_size,
                   "normalize": args.normalize, "gamma": args.gamma,
                   "actor": actor.state_dict(), "critic": critic.state_dict()}
     if args.normalize:
-        obs_rms = envs.envs[0].get_wrapper_attr("obs_rms")
-        checkpoint["obs_rms"] = {"mean": torch.as_tensor(obs_rms.mean),
-                                 "var": torch.as_tensor(obs_rms.var),
-                                 "count": float(obs_rms.count)}
+        # each env keeps its own running statistics (a wrapper per env): pooled for evaluation
+        stats = [env.get_wrapper_attr("obs_rms") for env in envs.envs]
+        mean, var, count = pool_statistics(np.stack([s.mean for s in stats]),
+                                           np.stack([s.var for s in stats]),
+                                           np.array([s.count for s in stats]))
+        checkpoint["obs_rms"] = {"mean": torch.as_tensor(mean), "var": torch.as_tensor(var),
+                                 "count": count}
     torch.save(checkpoint, path)
 
 

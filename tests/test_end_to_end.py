@@ -42,7 +42,7 @@ LEARNING = {"ppo_clip": (10_000, 60), "ppo_kl": (10_000, 100), "trpo": (10_000, 
 
 # the pieces DESIGN.md wants to be the same text in every script (ppo_clip.py is the reference)
 SHARED = ["fail", "check_env", "make_env", "layer_init", "mlp", "Actor", "Critic", "compute_gae",
-          "mean_kl", "new_run_dir", "write_row", "save_model", "evaluate"]
+          "mean_kl", "new_run_dir", "write_row", "pool_statistics", "save_model", "evaluate"]
 
 
 @pytest.fixture(params=SCRIPTS)
@@ -190,6 +190,28 @@ def test_eval_keeps_the_saved_observation_statistics_frozen(module, short_run, m
     saved = torch.load(checkpoint_path, weights_only=True)["obs_rms"]
     assert env.obs_rms.count == saved["count"]
     np.testing.assert_array_equal(env.obs_rms.mean, saved["mean"].numpy())
+
+
+def test_pool_statistics_are_those_of_all_the_samples(module):
+    rng = np.random.default_rng(0)
+    groups = [rng.normal(loc, scale, size=(n, 3))
+              for loc, scale, n in ((0.0, 1.0, 50), (2.0, 0.5, 7), (-1.0, 3.0, 200))]
+    mean, var, count = module.pool_statistics(np.stack([g.mean(0) for g in groups]),
+                                              np.stack([g.var(0) for g in groups]),
+                                              np.array([len(g) for g in groups], dtype=float))
+    every = np.concatenate(groups)
+    np.testing.assert_allclose(mean, every.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(var, every.var(0), rtol=1e-12)
+    assert count == len(every)
+
+
+def test_saved_statistics_pool_both_envs(module, short_run):
+    """The Pendulum run has 2 envs of 1,024 steps each; each env's statistics count its
+    observations: 1,024 after steps, 1 + 5 after resets (200-step episodes), 1e-4 to start."""
+    args, run_dir = short_run(module, "pendulum")
+    per_env = args.total_timesteps // args.num_envs
+    saved = torch.load(run_dir / "model.pt", weights_only=True)["obs_rms"]
+    assert saved["count"] == pytest.approx(args.num_envs * (1e-4 + per_env + 1 + per_env // 200))
 
 
 # --- a loss that turns non-finite ---
