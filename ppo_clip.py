@@ -114,6 +114,8 @@ class Args:
     """weight c_2 of the entropy bonus (paper eq. 9); 0 to 0.01"""
     hidden_size: int = 64
     """width of the two hidden tanh layers of actor and critic"""
+    log_std_init: float = 0.0
+    """Box actions: the Gaussian's initial log std, the same for every action dimension"""
 
     # --- PPO-clip ---
     clip_coef: float = 0.2
@@ -226,14 +228,17 @@ class Actor(nn.Module):
     """pi_theta(.|s): Categorical for Discrete actions, diagonal Gaussian with a
     state-independent log std for Box actions."""
 
-    def __init__(self, obs_dim: int, action_space: gym.Space, hidden: int):
+    def __init__(self, obs_dim: int, action_space: gym.Space, hidden: int,
+                 log_std_init: float = 0.0):
         super().__init__()
         self.continuous = isinstance(action_space, gym.spaces.Box)
         out_dim = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
         # a near-zero last layer starts near the uniform / zero-mean policy
         self.net = mlp(obs_dim, hidden, out_dim, out_std=0.01)
         if self.continuous:
-            self.log_std = nn.Parameter(torch.zeros(out_dim))
+            # learned, from log_std_init; arXiv:2006.05990 ("What Matters in On-Policy RL")
+            # recommends starting the action std below 1
+            self.log_std = nn.Parameter(torch.full((out_dim,), log_std_init))
 
     def forward(self, obs: torch.Tensor) -> Distribution:
         out = self.net(obs)
@@ -357,7 +362,8 @@ def train(args: Args) -> Path:
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
     obs_dim = envs.single_observation_space.shape[0]
-    actor = Actor(obs_dim, envs.single_action_space, args.hidden_size).to(device)
+    actor = Actor(obs_dim, envs.single_action_space, args.hidden_size,
+                  args.log_std_init).to(device)
     old_actor = copy.deepcopy(actor).requires_grad_(False)  # pi_theta', frozen for the KL
     critic = Critic(obs_dim, args.hidden_size).to(device)
     params = [*actor.parameters(), *critic.parameters()]

@@ -192,6 +192,20 @@ def test_eval_keeps_the_saved_observation_statistics_frozen(module, short_run, m
     np.testing.assert_array_equal(env.obs_rms.mean, saved["mean"].numpy())
 
 
+@pytest.mark.parametrize("log_std", [0.0, -0.7])
+def test_log_std_init_sets_the_gaussian_of_the_first_update(module, script, run_cli, tmp_path,
+                                                           read_csv, log_std):
+    """A 1-d Gaussian's entropy is 0.5 log(2 pi e) + log std; one batch's update moves log std
+    by a few hundredths at most, so the first row's entropy shows where it started."""
+    defaults = module.Args()
+    result = run_cli(script, "--env-id", "Pendulum-v1", "--log-std-init", log_std,
+                     "--total-timesteps", defaults.num_envs * defaults.num_steps)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (entropy,) = read_csv(run_dir / "updates.csv")["entropy"]
+    assert entropy == pytest.approx(0.5 * np.log(2 * np.pi * np.e) + log_std, abs=0.05)
+
+
 def test_pool_statistics_are_those_of_all_the_samples(module):
     rng = np.random.default_rng(0)
     groups = [rng.normal(loc, scale, size=(n, 3))
