@@ -144,12 +144,14 @@ def check_args(args: Args) -> None:
         fail(f"--gamma {args.gamma}: must lie in (0, 1]")
     if not 0 <= args.gae_lambda <= 1:
         fail(f"--gae-lambda {args.gae_lambda}: must lie in [0, 1]")
+    if not math.isfinite(args.log_std_init):
+        fail(f"--log-std-init {args.log_std_init}: must be a finite number")
     if not args.learning_rate > 0:
         fail(f"--learning-rate {args.learning_rate}: must be positive")
     if not args.kl_target > 0:
         fail(f"--kl-target {args.kl_target}: must be positive")
-    if not args.beta_factor > 1:
-        fail(f"--beta-factor {args.beta_factor}: must be greater than 1")
+    if not (args.beta_factor > 1 and math.isfinite(args.beta_factor)):
+        fail(f"--beta-factor {args.beta_factor}: must be a finite number greater than 1")
     if not (args.beta_init > 0 or args.beta_init == 0 and not args.adaptive):
         fail(f"--beta-init {args.beta_init}: must be positive (0, the plain surrogate, "
              "only with --no-adaptive: halving or doubling 0 stays 0)")
@@ -314,7 +316,8 @@ def kl_penalty_loss(ratio: torch.Tensor, advantages: torch.Tensor, kl: torch.Ten
 
 
 def update_beta(beta: float, kl: float, kl_target: float, factor: float = 2.0) -> float:
-    """Halve beta when d < d_targ / 1.5, double it when d > 1.5 d_targ, else keep it.
+    """Divide beta by factor when d < d_targ / 1.5, multiply it by factor when d > 1.5 d_targ,
+    else keep it: with factor 2, halve or double.
 
     arXiv:1707.06347 section 4: the factors 1.5 and 2 are the paper's, set by hand there;
     `factor` replaces the 2."""
@@ -538,7 +541,7 @@ def pool_statistics(means: np.ndarray, variances: np.ndarray,
     mean = counts @ means / total
     # Var = E[Var within a group] + Var[group means], each weighted by the group's count
     variance = counts @ (variances + (means - mean) ** 2) / total
-    return mean, variance, float(total)
+    return mean.astype(means.dtype), variance.astype(means.dtype), float(total)
 
 
 def save_model(path: Path, args: Args, envs: gym.vector.VectorEnv, actor: Actor,

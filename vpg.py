@@ -135,6 +135,8 @@ def check_args(args: Args) -> None:
         fail(f"--gamma {args.gamma}: must lie in (0, 1]")
     if not 0 <= args.gae_lambda <= 1:
         fail(f"--gae-lambda {args.gae_lambda}: must lie in [0, 1]")
+    if not math.isfinite(args.log_std_init):
+        fail(f"--log-std-init {args.log_std_init}: must be a finite number")
     for name in ("learning_rate", "vf_learning_rate"):
         if not getattr(args, name) > 0:
             fail(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
@@ -518,7 +520,7 @@ def pool_statistics(means: np.ndarray, variances: np.ndarray,
     mean = counts @ means / total
     # Var = E[Var within a group] + Var[group means], each weighted by the group's count
     variance = counts @ (variances + (means - mean) ** 2) / total
-    return mean, variance, float(total)
+    return mean.astype(means.dtype), variance.astype(means.dtype), float(total)
 
 
 def save_model(path: Path, args: Args, envs: gym.vector.VectorEnv, actor: Actor,

@@ -5,15 +5,18 @@ root, at most --jobs at a time, with OMP_NUM_THREADS=1, into one runs folder (--
 grid, its budgets and the continuous-control flags are GRID and CONTINUOUS_FLAGS below.
 
 Resuming: a run of the grid is finished when a folder in --runs-dir has a config.json that
-agrees with every flag of its command and an updates.csv with one row per iteration,
+agrees with its command (every field of the script's Args that the command line gives, the
+defaults included; a field the config does not record counts as the default; where the run
+folders go, model saving and videos aside) and an updates.csv with one row per iteration,
 total_timesteps // (num_envs * num_steps) from that config.json; a later call skips it. An
 unfinished folder (stopped, failed, or still running elsewhere) is left in place, never
 deleted, and the run starts again in a new folder; the summary reads finished folders only.
 
 Summary (at the end, or alone with --summary-only), over every finished run in --runs-dir,
 the newest per (script, env, seed), whatever --scripts/--envs/--seeds select; a run of a grid
-(script, env) counts only if its config agrees with GRID's command (and --total-timesteps, if
-given), so that runs made with older flags are left out, with a warning:
+(script, env) counts only if its config agrees with GRID's command as above (with the budget
+of --total-timesteps, if given), so that runs made with other flags are left out, with a
+warning:
     <out-dir>/results.csv    script,env,steps,seeds,mean,std,min,max,steps_to_threshold,sps
         mean, std (n - 1; empty for one seed), min, max: over seeds, of each run's mean return
         over its last 20 episodes; steps_to_threshold: median over seeds of the first step where
@@ -30,6 +33,9 @@ Examples:
     python plots/benchmark.py --summary-only
 """
 
+import dataclasses
+import functools
+import importlib
 import json
 import os
 import shlex
@@ -39,7 +45,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,6 +53,8 @@ import tyro
 
 import plot
 from plot import PLOTS_DIR, REPO_ROOT, SCRIPTS, THRESHOLDS, WINDOW, fail
+
+sys.path.insert(0, str(REPO_ROOT))  # the algorithm scripts, for their Args
 
 # Flags of the continuous-control runs, by script (the README quotes this dict). Every flag
 # here is a field of that script's Args (tests/test_plots.py checks it).
@@ -84,7 +91,7 @@ RESULT_COLUMNS = ["script", "env", "steps", "seeds", "mean", "std", "min", "max"
                   "steps_to_threshold", "sps"]
 
 
-@dataclass
+@dataclasses.dataclass
 class Args:
     """Run the benchmark grid of (script, env, seed) and summarise it into plots/."""
 
@@ -150,43 +157,42 @@ def shell_line(cell: Cell, runs_dir: Path) -> str:
             + shlex.join(command(cell, runs_dir)))
 
 
-def flag_values(flags: list[str]) -> dict[str, str | bool]:
-    """{field: value} of a flag list; a flag without a value is True, its --no- form False."""
-    values: dict[str, str | bool] = {}
-    for i, token in enumerate(flags):
-        if token.startswith("--"):
-            name = token[2:].replace("-", "_")
-            if i + 1 < len(flags) and not flags[i + 1].startswith("--"):
-                values[name] = flags[i + 1]
-            elif name.startswith("no_"):
-                values[name[3:]] = False
-            else:
-                values[name] = True
-    return values
+# Args fields that do not change what a run learns
+NOT_COMPARED = {"runs_dir", "save_model", "capture_video", "eval_checkpoint", "eval_episodes"}
 
 
-def agrees(config: dict, flags: list[str]) -> bool:
-    """Whether a run's config.json has the value of every flag (numbers compared as numbers)."""
-    for name, value in flag_values(flags).items():
-        if name not in config:
-            return False
-        if isinstance(value, bool) or isinstance(config[name], bool):
-            if config[name] is not value:
-                return False
-            continue
-        try:
-            if float(value) != float(config[name]):
-                return False
-        except (TypeError, ValueError):
-            if str(config[name]) != value:
-                return False
-    return True
+@functools.cache
+def command_config(script: str, flags: tuple[str, ...]) -> dict:
+    """Every Args field of the script as this command line sets it, defaults included."""
+    return dataclasses.asdict(tyro.cli(importlib.import_module(script).Args, args=list(flags)))
+
+
+def same(recorded, expected) -> bool:
+    """Equal as config.json values: numbers as numbers, a JSON list as a tuple."""
+    if isinstance(recorded, bool) or isinstance(expected, bool) or None in (recorded, expected):
+        return recorded is expected
+    if isinstance(recorded, (int, float)) and isinstance(expected, (int, float)):
+        return float(recorded) == float(expected)
+    if isinstance(recorded, (list, tuple)) and isinstance(expected, (list, tuple)):
+        return len(recorded) == len(expected) and all(map(same, recorded, expected))
+    return recorded == expected
+
+
+def agrees(config: dict, cell: Cell) -> bool:
+    """Whether a run's config.json is the config of the cell's command."""
+    expected = command_config(cell.script, tuple(cell.flags))
+    defaults = command_config(cell.script, ())
+    return all(same(config.get(name, defaults[name]), value)
+               for name, value in expected.items() if name not in NOT_COMPARED)
 
 
 def finished_config(run_dir: Path) -> dict | None:
     """The config of a finished run folder (one updates.csv row per iteration), else None."""
     try:
         config = json.loads((run_dir / "config.json").read_text())
+        if not (isinstance(config["exp_name"], str) and isinstance(config["env_id"], str)
+                and isinstance(config["seed"], int)):
+            return None
         iterations = config["total_timesteps"] // (config["num_envs"] * config["num_steps"])
         with open(run_dir / "updates.csv") as file:
             rows = sum(1 for line in file if line.strip()) - 1
@@ -274,21 +280,21 @@ def copy_data(runs: list[plot.Run], data_dir: Path) -> None:
 def summarise(runs_dir: Path, out_dir: Path, total_timesteps: int | None) -> None:
     """results.csv, the data copies and the figures from the finished runs of runs_dir.
 
-    A run of a grid (script, env) whose config disagrees with GRID's command for it (other
-    flags, or a budget other than total_timesteps or GRID's) is left out, with a warning: the
-    table then never mixes runs of old flags with new ones. Runs of other scripts or envs are
-    read as they are."""
+    A run of a grid (script, env) whose config disagrees with GRID's command for it (see
+    agrees; the budget is total_timesteps when given, else GRID's) is left out, with a
+    warning: the table never mixes runs of other flags with the grid's. Runs of other scripts
+    or envs are read as they are."""
     newest, left_out = {}, []
     for run_dir, config in finished_runs(runs_dir).items():
-        key = config["exp_name"], config["env_id"], int(config["seed"])
+        key = config["exp_name"], config["env_id"], config["seed"]
         if key[1] in GRID and key[0] in SCRIPTS and not agrees(
-                config, grid_cell(*key, total_timesteps).flags):
+                config, grid_cell(*key, total_timesteps)):
             left_out.append(run_dir)
             continue
         newest[key] = run_dir
     if left_out:
-        print(f"warning: left out {len(left_out)} finished runs whose flags differ from the "
-              f"grid's command, the newest {left_out[-1]}", file=sys.stderr)
+        print(f"warning: left out {len(left_out)} finished run(s) whose config differs from "
+              f"the grid's command, the newest {left_out[-1]}", file=sys.stderr)
     if not newest:
         fail(f"--runs-dir {str(runs_dir)!r}: no finished runs of the grid's commands to "
              "summarise")
@@ -329,7 +335,7 @@ def main(args: Args) -> None:
 
     cells = grid_cells(args)
     configs = finished_runs(args.runs_dir).values()
-    todo = [cell for cell in cells if not any(agrees(c, cell.flags) for c in configs)]
+    todo = [cell for cell in cells if not any(agrees(c, cell) for c in configs)]
     print(f"{len(cells)} runs selected, {len(cells) - len(todo)} finished, {len(todo)} to run",
           file=sys.stderr, flush=True)
     if args.dry_run:

@@ -118,6 +118,7 @@ def test_same_seed_gives_the_same_episodes(module, short_run, tmp_path, rows_wit
                  "--num-minibatches 4", id="minibatches-do-not-divide-batch"),
     pytest.param(["--env-id", "NoSuchEnv-v0"], "NoSuchEnv-v0", id="unknown-env"),
     pytest.param(["--env-id", "Blackjack-v1"], "Blackjack-v1", id="tuple-observation-space"),
+    pytest.param(["--log-std-init", "nan"], "--log-std-init nan", id="log-std-init-nan"),
 ])
 def test_bad_flag_exits_2_with_one_line(script, assert_bad_flag, argv, mention):
     assert_bad_flag(script, argv, mention)
@@ -226,6 +227,7 @@ def test_saved_statistics_pool_both_envs(module, short_run):
     per_env = args.total_timesteps // args.num_envs
     saved = torch.load(run_dir / "model.pt", weights_only=True)["obs_rms"]
     assert saved["count"] == pytest.approx(args.num_envs * (1e-4 + per_env + 1 + per_env // 200))
+    assert saved["mean"].dtype == saved["var"].dtype == torch.float32  # the env's own dtype
 
 
 # --- a loss that turns non-finite ---

@@ -27,7 +27,8 @@ ENV = "CartPole-v1"
 SCRIPTS = ("trpo", "ppo_clip")  # results.csv lists them in this order (benchmark.SCRIPTS's)
 SEEDS = (1, 2, 3)
 NUM_EPISODES, EPISODE_STEPS = 80, 30
-TOTAL_TIMESTEPS, NUM_ENVS, NUM_STEPS = 2560, 8, 32  # 10 iterations, one updates.csv row each
+TOTAL_TIMESTEPS, NUM_ENVS = 2560, 8
+NUM_STEPS = {"trpo": 64, "ppo_clip": 32}  # their CartPole defaults: 5 and 10 iterations
 
 
 def synthetic_returns(script: str, seed: int) -> np.ndarray:
@@ -44,19 +45,21 @@ def last_sps(script: str, seed: int) -> int:
     return 1000 + 100 * seed + SCRIPTS.index(script)
 
 
-def write_run(runs_dir, script: str, seed: int, returns: np.ndarray, iterations: int,
-              stamp: int, total_timesteps: int = TOTAL_TIMESTEPS) -> None:
-    """A run folder as the algorithm scripts write it, with the given returns."""
+def write_run(runs_dir, script: str, seed: int, returns: np.ndarray, stamp: int,
+              total_timesteps: int = TOTAL_TIMESTEPS, finished: bool = True) -> None:
+    """A run folder as the algorithm scripts write it (the script's default flags on CartPole,
+    as the grid runs it), with the given returns; unfinished: half of its updates.csv rows."""
     run_dir = runs_dir / f"{ENV}__{script}__{seed}__{stamp}"
     run_dir.mkdir(parents=True)
     config = dict(exp_name=script, seed=seed, env_id=ENV, total_timesteps=total_timesteps,
-                  num_envs=NUM_ENVS, num_steps=NUM_STEPS, max_kl=0.01, kl_target=0.02)
+                  num_envs=NUM_ENVS, num_steps=NUM_STEPS[script], max_kl=0.01)
+    batch = NUM_ENVS * NUM_STEPS[script]
+    iterations = total_timesteps // batch // (1 if finished else 2)
     (run_dir / "config.json").write_text(json.dumps(config))
     steps = EPISODE_STEPS * np.arange(1, len(returns) + 1)
     (run_dir / "episodes.csv").write_text(
         "global_step,episodic_return,episodic_length,wall_time\n" + "".join(
             f"{s},{r:g},{EPISODE_STEPS},{s / 1000:.3f}\n" for s, r in zip(steps, returns)))
-    batch = NUM_ENVS * NUM_STEPS
     (run_dir / "updates.csv").write_text(
         "global_step,iteration,sps,policy_loss,value_loss,entropy,kl,explained_variance\n"
         + "".join(f"{i * batch},{i},{last_sps(script, seed) - iterations + i},0.1,1.0,0.6,"
@@ -70,14 +73,12 @@ def synthetic(tmp_path_factory):
     older finished run, a newer unfinished one, and a newer finished one of another budget."""
     root = tmp_path_factory.mktemp("synthetic")
     runs_dir, out_dir = root / "runs", root / "out"
-    iterations = TOTAL_TIMESTEPS // (NUM_ENVS * NUM_STEPS)
     for script in SCRIPTS:
         for seed in SEEDS:
-            write_run(runs_dir, script, seed, synthetic_returns(script, seed), iterations,
-                      stamp=2_000_000_000)
-    write_run(runs_dir, "trpo", 2, np.full(30, 123.0), iterations, stamp=1_000_000_000)
-    write_run(runs_dir, "ppo_clip", 1, np.full(30, 7.0), iterations // 2, stamp=2_100_000_000)
-    write_run(runs_dir, "trpo", 1, np.full(30, 9.0), 2 * iterations, stamp=2_200_000_000,
+            write_run(runs_dir, script, seed, synthetic_returns(script, seed), 2_000_000_000)
+    write_run(runs_dir, "trpo", 2, np.full(30, 123.0), 1_000_000_000)
+    write_run(runs_dir, "ppo_clip", 1, np.full(30, 7.0), 2_100_000_000, finished=False)
+    write_run(runs_dir, "trpo", 1, np.full(30, 9.0), 2_200_000_000,
               total_timesteps=2 * TOTAL_TIMESTEPS)
     return runs_dir, out_dir
 
@@ -162,17 +163,25 @@ def test_summary_leaves_out_a_run_of_other_flags_and_says_so(summary_call):
     """The newest trpo seed-1 folder ran twice the budget: the numbers above come from the
     others, and stderr names the folder left out."""
     (line,) = [x for x in summary_call.stderr.splitlines() if "left out" in x]
-    assert "left out 1 finished runs" in line and f"{ENV}__trpo__1__2200000000" in line
+    assert "left out 1 finished run(s)" in line and f"{ENV}__trpo__1__2200000000" in line
 
 
-def test_a_grid_run_agrees_only_with_its_own_flags():
-    """A Hopper config with the grid's ppo_clip flags agrees; one value changed, it does not."""
+def test_a_grid_run_agrees_only_with_its_own_config():
+    """The config a Hopper run of the grid's ppo_clip command writes, as JSON would give it
+    back, agrees; one field changed, on the command line or off it, it does not; a field the
+    config does not record counts as the default."""
     cell = benchmark.grid_cell("ppo_clip", "Hopper-v5", 2, None)
-    config = {**benchmark.flag_values(cell.flags), "seed": 2, "total_timesteps": 1_000_000}
-    assert benchmark.agrees(config, cell.flags)
-    assert not benchmark.agrees({**config, "vf_coef": 0.5}, cell.flags)
-    assert not benchmark.agrees({**config, "normalize": False}, cell.flags)
-    assert not benchmark.agrees({**config, "total_timesteps": 500_000}, cell.flags)
+    import ppo_clip
+    config = json.loads(json.dumps(vars(tyro.cli(ppo_clip.Args, args=cell.flags))))
+    assert config["vf_coef"] == 1 and config["clip_coef"] == 0.2  # on the line, and a default
+    assert benchmark.agrees(config, cell)
+    assert benchmark.agrees({**config, "runs_dir": "elsewhere", "save_model": True}, cell)
+    for name, value in [("vf_coef", 0.5), ("normalize", False), ("total_timesteps", 500_000),
+                        ("clip_coef", 0.3), ("vf_clip", 0.2), ("log_std_init", -0.5)]:
+        assert not benchmark.agrees({**config, name: value}, cell), name
+    del config["log_std_init"]  # a run from before the field existed had the default
+    assert benchmark.agrees(config, cell)
+    assert not benchmark.agrees(config, benchmark.grid_cell("trpo", "Hopper-v5", 2, None))
 
 
 # --- plot.py ---
@@ -188,7 +197,7 @@ def test_plot_draws_one_png_per_env(run_script, synthetic, summary, tmp_path, so
 
 
 def test_plot_run_folder_without_episodes_exits_2(run_script, assert_clean_error, tmp_path):
-    write_run(tmp_path, "ppo_clip", 1, np.array([]), 3, stamp=2_000_000_000)
+    write_run(tmp_path, "ppo_clip", 1, np.array([]), 2_000_000_000)
     run_dir = tmp_path / f"{ENV}__ppo_clip__1__2000000000"
     line = assert_clean_error(run_script(PLOT, run_dir, "--out-dir", tmp_path / "figures"))
     assert "no episodes" in line and str(run_dir) in line

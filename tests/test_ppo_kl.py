@@ -108,6 +108,7 @@ def test_penalty_is_flat_at_theta_old_but_curved(make_actor, head, of_flat_param
     pytest.param(["--beta-init", "0"], "--beta-init 0.0", id="beta-init-0-adaptive"),
     # a factor of 1 would never move beta, one below 1 would move it the wrong way
     pytest.param(["--beta-factor", "1"], "--beta-factor 1.0", id="beta-factor-1"),
+    pytest.param(["--beta-factor", "inf"], "--beta-factor inf", id="beta-factor-inf"),
 ])
 def test_bad_flag_exits_2_with_one_line(assert_bad_flag, argv, mention):
     assert_bad_flag("ppo_kl.py", argv, mention)
