@@ -482,13 +482,15 @@ def train(args: Args) -> Path:
 
             if args.target_kl is not None:
                 with torch.no_grad():
-                    if mean_kl(old_dist, actor(b_obs)) > args.target_kl:
-                        break
+                    kl = mean_kl(old_dist, actor(b_obs)).item()
+                if kl > args.target_kl:
+                    break
         # --- 5. theta' <- theta: the next collection samples from the updated actor
         #     [Putting It Together, step 5] ---
 
-        with torch.no_grad():
-            kl = mean_kl(old_dist, actor(b_obs)).item()
+        if args.target_kl is None:  # else the early-stop check above has measured it
+            with torch.no_grad():
+                kl = mean_kl(old_dist, actor(b_obs)).item()
         pg_loss, v_loss, entropy, clipfrac = torch.stack(stats).mean(0).tolist()
         if not all(map(math.isfinite, (pg_loss, v_loss, entropy, kl))):
             fail(f"the loss is not finite at iteration {iteration}; stopping", status=1)

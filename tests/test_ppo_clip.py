@@ -165,3 +165,20 @@ def test_capture_video_records_the_evaluation_or_asks_for_moviepy(short_run, run
     else:
         assert result.returncode == 0, result.stderr
         assert list((run_dir / "eval" / "videos").glob("*.mp4"))  # apart from training's
+
+
+# --- --target-kl: the epochs of an update end once its exact KL exceeds the cap ---
+
+def test_target_kl_below_any_kl_leaves_one_epoch_per_update(trained, rows_without_column):
+    # every update moves the actor, so a cap of 1e-12 is passed after the first epoch: the run
+    # must then be the run with one epoch, row for row (the check draws no random numbers)
+    flags = dict(total_timesteps=1024, update_epochs=4)
+    capped = trained(ppo_clip, **flags, target_kl=1e-12)[1]
+    one_epoch = trained(ppo_clip, **{**flags, "update_epochs": 1})[1]
+    four_epochs = trained(ppo_clip, **flags)[1]
+    for name in ("updates.csv", "episodes.csv"):
+        column = "sps" if name == "updates.csv" else "wall_time"
+        assert (rows_without_column(capped / name, column)
+                == rows_without_column(one_epoch / name, column))
+    assert (rows_without_column(capped / "updates.csv", "sps")
+            != rows_without_column(four_epochs / "updates.csv", "sps"))
