@@ -212,7 +212,8 @@ def plot_kl(runs: list[Run], path: Path,
                                            ":")):
             values = {r.config[key] for r in groups[env_id].get(script, []) if key in r.config}
             for value in sorted(values):
-                ax.axhline(value, color="black", linestyle=style, linewidth=1.5,
+                # in the algorithm's colour: delta and d_targ stay apart where they are equal
+                ax.axhline(value, color=COLORS.get(script), linestyle=style, linewidth=1.5,
                            label=f"{label} = {value:g}")
         ax.set_yscale("log")
         ax.set(title=env_id, xlabel="environment steps", ylabel="KL(pi_old || pi_new)")

@@ -159,6 +159,31 @@ def test_summary_copies_the_runs_and_draws_the_figures(synthetic, summary):
     assert_png(out_dir / "kl.png")
 
 
+def test_kl_figure_draws_the_mean_kl_and_each_scripts_bound(synthetic, monkeypatch, tmp_path):
+    """kl.png: one curve per script, the mean over seeds of the kl column (every synthetic run
+    logs kl = 0.001 * iteration), and TRPO's delta as a horizontal line at its config's max_kl
+    in TRPO's colour; no d_targ line, as no ppo_kl run is given."""
+    import matplotlib.pyplot as plt
+    import plot
+
+    runs_dir, _ = synthetic
+    runs = [plot.load_run_dir(runs_dir / f"{ENV}__{script}__{seed}__2000000000")
+            for script in SCRIPTS for seed in SEEDS]
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at it
+    plot.plot_kl(runs, tmp_path / "kl.png")
+    (ax,) = figures[0].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for script in SCRIPTS:
+        x, y = lines[script].get_data()
+        # interpolation of a straight line is exact: kl = 0.001 * step / batch
+        np.testing.assert_allclose(y, 0.001 * x / (NUM_ENVS * NUM_STEPS[script]), rtol=1e-9)
+    delta = lines["delta (TRPO max_kl) = 0.01"]
+    assert set(delta.get_ydata()) == {0.01}
+    assert delta.get_color() == lines["trpo"].get_color()
+    assert set(lines) == {*SCRIPTS, "delta (TRPO max_kl) = 0.01"}
+
+
 def test_summary_leaves_out_a_run_of_other_flags_and_says_so(summary_call):
     """The newest trpo seed-1 folder ran twice the budget: the numbers above come from the
     others, and stderr names the folder left out."""
