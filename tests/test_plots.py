@@ -21,6 +21,8 @@ import tyro
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "plots"))
 import benchmark  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import plot  # noqa: E402
 
 BENCHMARK, PLOT = "plots/benchmark.py", "plots/plot.py"
 ENV = "CartPole-v1"
@@ -163,9 +165,6 @@ def test_kl_figure_draws_the_mean_kl_and_each_scripts_bound(synthetic, monkeypat
     """kl.png: one curve per script, the mean over seeds of the kl column (every synthetic run
     logs kl = 0.001 * iteration), and TRPO's delta as a horizontal line at its config's max_kl
     in TRPO's colour; no d_targ line, as no ppo_kl run is given."""
-    import matplotlib.pyplot as plt
-    import plot
-
     runs_dir, _ = synthetic
     runs = [plot.load_run_dir(runs_dir / f"{ENV}__{script}__{seed}__2000000000")
             for script in SCRIPTS for seed in SEEDS]
