@@ -23,6 +23,10 @@ sys.path.insert(0, str(REPO_ROOT / "plots"))
 import benchmark  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import plot  # noqa: E402
+import ppo_clip  # noqa: E402  (the repository root is on sys.path through benchmark)
+import ppo_kl  # noqa: E402
+import trpo  # noqa: E402
+import vpg  # noqa: E402
 
 BENCHMARK, PLOT = "plots/benchmark.py", "plots/plot.py"
 ENV = "CartPole-v1"
@@ -195,7 +199,6 @@ def test_a_grid_run_agrees_only_with_its_own_config():
     back, agrees; one field changed, on the command line or off it, it does not; a field the
     config does not record counts as the default."""
     cell = benchmark.grid_cell("ppo_clip", "Hopper-v5", 2, None)
-    import ppo_clip
     config = json.loads(json.dumps(vars(tyro.cli(ppo_clip.Args, args=cell.flags))))
     assert config["vf_coef"] == 1 and config["clip_coef"] == 0.2  # on the line, and a default
     assert benchmark.agrees(config, cell)
@@ -286,10 +289,6 @@ def test_unknown_script_exits_2(run_script, assert_clean_error):
 def test_every_command_of_the_grid_parses_and_passes_check_args(monkeypatch, tmp_path):
     """Each distinct (script, env) command line is valid for its script's Args and check_args."""
     monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the cwd
-    import ppo_clip
-    import ppo_kl
-    import trpo
-    import vpg
     modules = {"vpg": vpg, "trpo": trpo, "ppo_clip": ppo_clip, "ppo_kl": ppo_kl}
     cells = benchmark.grid_cells(tyro.cli(benchmark.Args, args=["--seeds", "1"]))
     assert len(cells) == 16
