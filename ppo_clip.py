@@ -29,7 +29,7 @@ Examples:
     python ppo_clip.py                                   # CartPole-v1 with the defaults below
     python ppo_clip.py --env-id Hopper-v5 --total-timesteps 1000000 --num-envs 1 \\
         --num-steps 2048 --num-minibatches 32 --update-epochs 10 --learning-rate 3e-4 \\
-        --gamma 0.99 --gae-lambda 0.95 --ent-coef 0 --vf-coef 1 --normalize
+        --gamma 0.995 --gae-lambda 0.95 --ent-coef 0 --vf-coef 1 --normalize
 """
 
 import copy

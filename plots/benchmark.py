@@ -64,10 +64,10 @@ CONTINUOUS_FLAGS = {
     "trpo": "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 "
             "--learning-rate 1e-3 --gamma 0.99 --gae-lambda 0.9 --max-kl 0.02 --normalize",
     "ppo_clip": "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 "
-                "--learning-rate 3e-4 --gamma 0.99 --gae-lambda 0.95 --ent-coef 0 "
+                "--learning-rate 3e-4 --gamma 0.995 --gae-lambda 0.95 --ent-coef 0 "
                 "--vf-coef 1 --normalize",
     "ppo_kl": "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 "
-              "--learning-rate 3e-4 --gamma 0.99 --gae-lambda 0.95 --ent-coef 0 "
+              "--learning-rate 3e-4 --gamma 0.995 --gae-lambda 0.95 --ent-coef 0 "
               "--kl-target 0.02 --normalize",
 }
 
