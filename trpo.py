@@ -33,7 +33,7 @@ Examples:
     python trpo.py                                       # CartPole-v1 with the defaults below
     python trpo.py --env-id Hopper-v5 --total-timesteps 1000000 --num-envs 1 \\
         --num-steps 2048 --num-minibatches 32 --update-epochs 10 --learning-rate 1e-3 \\
-        --gamma 0.99 --gae-lambda 0.9 --max-kl 0.02 --normalize
+        --gamma 0.995 --gae-lambda 0.9 --max-kl 0.02 --normalize
 """
 
 import copy

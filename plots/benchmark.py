@@ -62,7 +62,7 @@ CONTINUOUS_FLAGS = {
     "vpg": "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 "
            "--learning-rate 3e-4 --gamma 0.99 --gae-lambda 0.95 --normalize",
     "trpo": "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 "
-            "--learning-rate 1e-3 --gamma 0.99 --gae-lambda 0.9 --max-kl 0.02 --normalize",
+            "--learning-rate 1e-3 --gamma 0.995 --gae-lambda 0.9 --max-kl 0.02 --normalize",
     "ppo_clip": "--num-envs 1 --num-steps 2048 --num-minibatches 32 --update-epochs 10 "
                 "--learning-rate 3e-4 --gamma 0.995 --gae-lambda 0.95 --ent-coef 0 "
                 "--vf-coef 1 --normalize",
