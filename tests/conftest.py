@@ -13,7 +13,7 @@ vpg.py, trpo.py, ppo_clip.py and ppo_kl.py use one copy of each:
                                     the bad-input contract for one command line, in process
     read_csv(path)                  {column: float array}, in the file's column order
     assert_run_folder(run_dir, args, own_columns)
-                                    config.json, episodes.csv and updates.csv as DESIGN.md documents
+                                    config.json, episodes.csv and updates.csv as the README documents
     rows_without_column(path, name) the CSV's lines with one column cut out (byte comparison)
     trained(module, **flags)        train(module.Args(**flags)) once per session: (args, run_dir)
     short_run(module, name)         the short runs every script gets ("cartpole", "pendulum")
@@ -29,6 +29,7 @@ vpg.py, trpo.py, ppo_clip.py and ppo_kl.py use one copy of each:
 
 import copy
 import csv
+import importlib
 import json
 import math
 import runpy
@@ -52,6 +53,20 @@ if str(REPO_ROOT) not in sys.path:
 # one torch thread, as the scripts themselves choose: on this 2-core machine, shared with other
 # work, two threads made a backward pass of a tiny network take 78 ms instead of 0.3 ms
 torch.set_num_threads(1)
+
+SCRIPTS = ["ppo_clip", "ppo_kl", "trpo", "vpg"]
+
+
+@pytest.fixture(params=SCRIPTS)
+def module(request):
+    """Each algorithm script in turn, imported."""
+    return importlib.import_module(request.param)
+
+
+@pytest.fixture
+def script(module) -> str:
+    return f"{module.__name__}.py"
+
 
 EPISODE_COLUMNS = ["global_step", "episodic_return", "episodic_length", "wall_time"]
 UPDATE_COLUMNS = ["global_step", "iteration", "sps", "policy_loss", "value_loss", "entropy", "kl",
@@ -121,7 +136,8 @@ def run_cli(tmp_path, monkeypatch, capsys):
 
 
 def _assert_clean_error(result: ScriptResult, status: int = 2) -> str:
-    """The DESIGN.md contract for bad input; return the one error line."""
+    """The contract for bad input (one line that names the flag, exit 2, no traceback); return
+    the one error line."""
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == status, result
     assert len(result.stderr_lines) == 1, result.stderr
@@ -161,8 +177,10 @@ def read_csv():
 
 def _assert_run_folder(run_dir: Path, args, own_columns: list[str]) -> None:
     config = json.loads((run_dir / "config.json").read_text())
-    assert set(config) == {f.name for f in fields(args)} | {"versions"}
+    assert set(config) == {f.name for f in fields(args)} | {"versions", "device", "steps_run"}
     assert {k: config[k] for k in asdict(args)} == json.loads(json.dumps(asdict(args)))
+    assert config["device"] == "cpu"
+    assert {"python", "torch", "gymnasium", "numpy", "mujoco"} <= set(config["versions"])
 
     episodes = _read_csv(run_dir / "episodes.csv")
     assert list(episodes) == EPISODE_COLUMNS
@@ -176,13 +194,14 @@ def _assert_run_folder(run_dir: Path, args, own_columns: list[str]) -> None:
     num_iterations = args.total_timesteps // batch_size
     np.testing.assert_array_equal(updates["iteration"], np.arange(1, num_iterations + 1))
     np.testing.assert_array_equal(updates["global_step"], updates["iteration"] * batch_size)
+    assert config["steps_run"] == num_iterations * batch_size  # whole batches, not the budget
     assert all(math.isfinite(kl) and kl >= 0 for kl in updates["kl"]), updates["kl"]
 
 
 @pytest.fixture
 def assert_run_folder():
-    """Check a run folder against DESIGN.md's table: config.json holds every Args field and the
-    versions; the CSVs have exactly the documented columns; one update row per iteration; the
+    """Check a run folder as the README documents it: config.json holds every Args field, the
+    device, the steps run and the versions; the CSVs have exactly the documented columns; one update row per iteration; the
     exact KL is finite and non-negative."""
     return _assert_run_folder
 
@@ -354,7 +373,7 @@ def _gae_by_definition(rewards, values, next_values, terminations, dones, gamma,
 
 @pytest.fixture
 def gae_by_definition():
-    """The GAE sum of DESIGN.md written out as a double loop, the reference for compute_gae."""
+    """The GAE sum written out as a double loop, the reference for compute_gae."""
     return _gae_by_definition
 
 
@@ -372,3 +391,49 @@ def monte_carlo_kl():
     """Estimate the batch mean of KL(old || new) as mean(log p_old(x) - log p_new(x)), x ~ old;
     return (estimate, standard error)."""
     return _monte_carlo_kl
+
+
+# --- the Fisher matrix of a policy, from the closed-form Fisher of its distribution family ---
+
+def _distribution_parameters(old_dist, dist) -> torch.Tensor:
+    """[batch, k]: the parameters each state's distribution is written in: the logits of a
+    Categorical; the mean and the log std of a diagonal Gaussian, side by side. (old_dist is
+    unused: this is a `quantity` for of_flat_parameters.)"""
+    if isinstance(dist, torch.distributions.Categorical):
+        return dist.logits
+    return torch.cat([dist.mean, dist.stddev.log()], dim=-1)
+
+
+def _fisher_in_distribution_parameters(dist) -> torch.Tensor:
+    """[batch, k, k]: E[grad log p(x) grad log p(x)^T], x ~ p, in the parameters above, in
+    closed form. Categorical in logits z: grad_z log p_a = e_a - p, whose second moment is
+    diag(p) - p p^T. Diagonal Gaussian in (mu, log sigma): with u = (x - mu) / sigma the scores
+    are u / sigma and u^2 - 1, so E = 1 / sigma^2, E[(u^2 - 1)^2] = 2 and E[u (u^2 - 1)] / sigma
+    = 0: diag(1 / sigma^2) for the mean, 2 I for the log std, nothing between them."""
+    if isinstance(dist, torch.distributions.Categorical):
+        p = dist.probs
+        return torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    variance = dist.variance
+    return torch.diag_embed(torch.cat([1 / variance, torch.full_like(variance, 2.0)], dim=-1))
+
+
+def _fisher_matrix(actor: torch.nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    # Categorical normalises its logits (z - logsumexp z), which changes J by (I - 1 p^T); since
+    # (diag(p) - p p^T) 1 = 0, J^T M J is the same for the raw and the normalised logits
+    f, theta = _of_flat_parameters(actor, obs, _distribution_parameters)
+    jacobian = torch.autograd.functional.jacobian(f, theta, vectorize=True)  # [batch, k, P]
+    with torch.no_grad():
+        M = _fisher_in_distribution_parameters(actor(obs))
+    return torch.einsum("bkp,bkl,blq->pq", jacobian, M, jacobian) / len(obs)
+
+
+@pytest.fixture
+def fisher_matrix():
+    """fisher_matrix(actor, obs) -> F [P, P], P the actor's parameters flattened in
+    actor.parameters() order: F = (1/B) sum_b J_b^T M_b J_b, the Fisher information of pi_theta
+    averaged over the batch of states. J_b is the Jacobian of state b's distribution parameters
+    (logits; or mean and log std) with respect to theta; M_b the Fisher information of the
+    distribution family in those parameters, written in closed form. No KL is differentiated on
+    the way, so F is an independent reference for what the scripts obtain as the Hessian of
+    their mean KL at theta = theta' [TRPO: Enforce the Constraint Exactly]."""
+    return _fisher_matrix

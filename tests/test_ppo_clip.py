@@ -17,6 +17,13 @@ from ppo_clip import clipped_surrogate_loss, compute_gae, mean_kl
 
 # --- L^CLIP [PPO: Approximate the Constraint with Clipping] ---
 
+def on_flat_side(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
+    """Where min(r A, clip(r) A) takes its clipped term and so no longer depends on r: a good
+    action already made more likely than 1 + eps allows, or a bad one less likely than 1 - eps."""
+    return (((advantages > 0) & (ratio > 1 + clip_coef))
+            | ((advantages < 0) & (ratio < 1 - clip_coef)))
+
+
 @pytest.mark.parametrize("clip_coef", [0.1, 0.2, 0.3])
 def test_clipped_surrogate_loss_is_minus_the_formula(random_ratios_and_advantages, clip_coef):
     ratio, advantages = random_ratios_and_advantages(seed=0, n=200)
@@ -33,9 +40,10 @@ def test_clipped_surrogate_gradient_vanishes_exactly_where_the_objective_flatten
     advantages = torch.tensor([a for _, a in grid], dtype=torch.float64)
     clipped_surrogate_loss(ratio, advantages, clip_coef).backward()
 
-    flat = [(a > 0 and r > 1 + clip_coef) or (a < 0 and r < 1 - clip_coef) for r, a in grid]
-    expected = [0.0 if f else -a / len(grid) for f, (_, a) in zip(flat, grid)]
-    torch.testing.assert_close(ratio.grad, torch.tensor(expected, dtype=torch.float64))
+    flat = on_flat_side(ratio.detach(), advantages, clip_coef)
+    assert flat.sum() == 4  # r = 1.3 and 2.0 with A > 0, r = 0.5 and 0.7 with A < 0
+    expected = torch.where(flat, 0.0, -advantages / len(grid))
+    torch.testing.assert_close(ratio.grad, expected)
 
 
 @pytest.mark.parametrize("clip_coef", [0.1, 0.2, 0.3])
@@ -71,6 +79,46 @@ def test_surrogate_gradient_equals_policy_gradient_at_theta_old(make_actor, head
         torch.testing.assert_close(clipped_grad, expected)
 
 
+def test_surrogate_gradient_is_the_ratio_weighted_policy_gradient_away_from_theta_old(
+        make_actor, moved_copy, head, of_flat_parameters):
+    """grad mean(r_t A_t) = mean_t(r_t grad log pi_theta(a_t|s_t) A_t) at theta != theta'
+    [The Surrogate Objective]: the autograd gradient of the surrogate against the weighted mean
+    of per-sample gradients, one row of a Jacobian per t. L^CLIP's gradient is the same mean
+    with the terms on the flat side of the clip left out [PPO: Approximate the Constraint with
+    Clipping]."""
+    old_actor, obs = make_actor(ppo_clip, head, dtype=torch.float64)
+    actor = moved_copy(old_actor)
+    with torch.no_grad():
+        old_dist = old_actor(obs)
+        actions = old_dist.sample()
+        old_logprob = old_dist.log_prob(actions)  # pi_theta', other parameters than the actor's
+    advantages = torch.randn(len(obs), generator=torch.Generator().manual_seed(6),
+                             dtype=torch.float64)
+    clip_coef = 0.2
+
+    def ratio_of(dist):
+        return (dist.log_prob(actions) - old_logprob).exp()
+
+    def gradient_of(objective_of_dist):  # d objective / d theta, theta every actor parameter
+        f, theta = of_flat_parameters(actor, obs, lambda _, dist: objective_of_dist(dist))
+        return torch.autograd.functional.jacobian(f, theta, vectorize=True)
+
+    per_sample = gradient_of(lambda dist: dist.log_prob(actions))  # [t, theta]
+    with torch.no_grad():
+        ratio = ratio_of(actor(obs))
+    # far from theta' (measured median |r_t - 1| 0.52 and 0.76), or r_t = 1 would hide the r_t
+    assert (ratio - 1).abs().median() > 0.3
+    weights = ratio * advantages / len(obs)
+    torch.testing.assert_close(gradient_of(lambda dist: (ratio_of(dist) * advantages).mean()),
+                               weights @ per_sample, rtol=1e-10, atol=1e-12)
+
+    flat = on_flat_side(ratio, advantages, clip_coef)
+    assert flat.any() and not flat.all()
+    torch.testing.assert_close(
+        gradient_of(lambda dist: -clipped_surrogate_loss(ratio_of(dist), advantages, clip_coef)),
+        torch.where(flat, 0.0, weights) @ per_sample, rtol=1e-10, atol=1e-12)
+
+
 # --- GAE [From Baseline to Advantage] ---
 
 @pytest.mark.parametrize("gamma, gae_lambda", [(0.99, 0.95), (0.98, 0.8), (0.9, 0.0), (1.0, 1.0),
@@ -82,9 +130,13 @@ def test_compute_gae_matches_the_sum_written_term_by_term(rollout, gae_by_defini
 
 
 def test_compute_gae_with_lambda_zero_is_the_one_step_td_error(rollout):
+    """With lambda = 0, A_t is delta_t alone: r_t + gamma V(s_{t+1}) - V(s_t), or r_t - V(s_t)
+    after a termination, whose next state has no value; a truncation still bootstraps."""
     rewards, values, next_values, terminations, dones = rollout
     gamma = 0.9
-    td_error = rewards + gamma * (1 - terminations) * next_values - values
+    td_error = torch.where(terminations == 1, rewards - values,
+                           rewards + gamma * next_values - values)
+    assert torch.any((dones == 1) & (terminations == 0))  # a truncation among the steps
     torch.testing.assert_close(compute_gae(*rollout, gamma, 0.0), td_error)
 
 
@@ -149,8 +201,14 @@ def test_mean_kl_matches_a_monte_carlo_estimate(make_actor, moved_copy, head, mo
 
 # --- flags: the algorithm's own (the shared ones are checked in test_end_to_end.py) ---
 
-def test_bad_clip_coef_exits_2_with_one_line(assert_bad_flag):
-    assert_bad_flag("ppo_clip.py", ["--clip-coef", "0"], "--clip-coef 0")
+@pytest.mark.parametrize("argv, mention", [
+    pytest.param(["--clip-coef", "0"], "--clip-coef 0", id="clip-coef-0"),
+    # infinite weights used to pass, then stop at iteration 1 without naming the flag
+    pytest.param(["--vf-coef", "inf"], "--vf-coef inf", id="vf-coef-inf"),
+    pytest.param(["--ent-coef", "inf"], "--ent-coef inf", id="ent-coef-inf"),
+])
+def test_bad_flag_exits_2_with_one_line(assert_bad_flag, argv, mention):
+    assert_bad_flag("ppo_clip.py", argv, mention)
 
 
 # --- --capture-video: a recording of the evaluation, or a one-line request for moviepy ---

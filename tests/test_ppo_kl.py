@@ -71,10 +71,14 @@ def test_beta_zero_gives_exactly_the_gradient_of_the_plain_surrogate(make_actor,
         assert all(torch.equal(p, q) for p, q in zip(penalised, plain)) == same, beta
 
 
-def test_penalty_is_flat_at_theta_old_but_curved(make_actor, head, of_flat_parameters):
+def test_penalty_is_flat_at_theta_old_with_beta_times_the_fisher_matrix_as_hessian(
+        make_actor, head, of_flat_parameters, fisher_matrix):
     """KL(pi_theta' || pi_theta) has its minimum at theta = theta': the penalty's gradient
-    there is zero, so the first update steps along the plain surrogate, while its Hessian
-    (beta times the Fisher matrix) is not: it pulls back once theta moves."""
+    there is zero, so the first update steps along the plain surrogate, while its Hessian is
+    not: it pulls back once theta moves. That Hessian is beta F, F = J^T M J the closed-form
+    Fisher matrix, which pins the size of the penalty (at theta = theta' both directions of
+    the KL have this Hessian; the Monte-Carlo test of mean_kl in test_ppo_clip.py pins the
+    direction) [PPO: Approximate the Constraint with Clipping]."""
     actor, obs = make_actor(ppo_kl, head, hidden=4, dtype=torch.float64)
     with torch.no_grad():
         actions = actor(obs).sample()
@@ -89,6 +93,9 @@ def test_penalty_is_flat_at_theta_old_but_curved(make_actor, head, of_flat_param
     gradient = torch.autograd.functional.jacobian(f, theta_old)
     hessian = torch.autograd.functional.hessian(f, theta_old)
     assert gradient.abs().max() < 1e-12
+    # the loss is MINUS the objective, so + beta KL: its Hessian is + beta F
+    torch.testing.assert_close(hessian, beta * fisher_matrix(actor, obs), rtol=1e-10,
+                               atol=1e-12)
     v = torch.randn(len(theta_old), generator=torch.Generator().manual_seed(2),
                     dtype=torch.float64)
     assert torch.linalg.eigvalsh(hessian).min() > -1e-10  # a minimum: no negative curvature
@@ -109,13 +116,10 @@ def test_penalty_is_flat_at_theta_old_but_curved(make_actor, head, of_flat_param
     # a factor of 1 would never move beta, one below 1 would move it the wrong way
     pytest.param(["--beta-factor", "1"], "--beta-factor 1.0", id="beta-factor-1"),
     pytest.param(["--beta-factor", "inf"], "--beta-factor inf", id="beta-factor-inf"),
+    pytest.param(["--beta-init", "inf"], "--beta-init inf", id="beta-init-inf"),
 ])
 def test_bad_flag_exits_2_with_one_line(assert_bad_flag, argv, mention):
     assert_bad_flag("ppo_kl.py", argv, mention)
-
-
-def test_beta_init_zero_is_accepted_without_adaptation():  # the plain surrogate, an ablation
-    ppo_kl.check_args(ppo_kl.Args(beta_init=0.0, adaptive=False))
 
 
 # --- beta in a run ---

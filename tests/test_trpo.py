@@ -73,34 +73,44 @@ def kl_gradient(actor, old_dist, obs) -> torch.Tensor:
 
 
 @pytest.fixture
-def tiny_actor(make_actor, head, of_flat_parameters):
-    """(actor, obs, old_dist, H): a float64 actor of each head with 4 hidden units, its frozen
-    copy's distribution pi_theta', and the explicit Hessian of the mean KL at theta = theta'."""
+def tiny_actor(make_actor, head, fisher_matrix):
+    """(actor, obs, old_dist, F): a float64 actor of each head with 4 hidden units, its frozen
+    copy's distribution pi_theta', and its Fisher matrix J^T M J, built from the closed-form
+    Fisher of the distribution family rather than from the KL."""
     actor, obs = make_actor(trpo, head, hidden=4, dtype=torch.float64)
     with torch.no_grad():
         old_dist = copy.deepcopy(actor)(obs)
-    f, theta_old = of_flat_parameters(actor, obs, mean_kl)
-    return actor, obs, old_dist, torch.autograd.functional.hessian(f, theta_old)
+    return actor, obs, old_dist, fisher_matrix(actor, obs)
+
+
+def damped(F: torch.Tensor, damping: float) -> torch.Tensor:
+    return F + damping * torch.eye(len(F), dtype=F.dtype)
 
 
 @pytest.mark.parametrize("damping", [0.0, 0.1])
-def test_fisher_vector_product_is_the_kl_hessian_times_v_plus_damping(tiny_actor, damping):
-    actor, obs, old_dist, hessian = tiny_actor
-    assert hessian.abs().max() > 0.1  # a curved KL, or the comparison would say little
+def test_fisher_vector_product_is_the_fisher_matrix_times_v_plus_damping(tiny_actor, damping):
+    """At theta = theta' the KL's Hessian is the Fisher matrix [TRPO: Enforce the Constraint
+    Exactly]: the double backward pass through the KL must give (F + c I) v with F = J^T M J,
+    which is the Fisher information of pi_theta itself, not a derivative of the KL."""
+    actor, obs, old_dist, F = tiny_actor
+    assert F.abs().max() > 0.1  # a curved KL, or the comparison would say little
     kl_grad = kl_gradient(actor, old_dist, obs)
     generator = torch.Generator().manual_seed(3)
     for _ in range(3):
         v = torch.randn(len(kl_grad), generator=generator, dtype=torch.float64)
         torch.testing.assert_close(
             fisher_vector_product(kl_grad, list(actor.parameters()), v, damping),
-            hessian @ v + damping * v)
+            damped(F, damping) @ v, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("max_kl", [0.01, 0.05])
-def test_full_step_reaches_the_boundary_of_the_quadratic_trust_region(tiny_actor, max_kl):
-    """s = CG(F, g) and full_step = trust_region_step(s, F s, delta), as train takes them; then
-    1/2 full_step^T F full_step = delta, with F the explicit Hessian plus damping."""
-    actor, obs, old_dist, hessian = tiny_actor
+def test_full_step_is_the_dense_natural_gradient_step_to_the_trust_region_boundary(tiny_actor,
+                                                                                 max_kl):
+    """The step train takes, s = CG(F, g) then trust_region_step(s, F s, delta), against
+    s* = (F + c I)^-1 g from a dense solve with F = J^T M J, scaled to
+    full* = sqrt(2 delta / s*^T (F + c I) s*) s*, the maximiser of g.x subject to
+    1/2 x^T (F + c I) x <= delta [TRPO: Enforce the Constraint Exactly]."""
+    actor, obs, old_dist, F = tiny_actor
     damping, params = 0.1, list(actor.parameters())
     with torch.no_grad():
         actions = old_dist.sample()
@@ -114,16 +124,24 @@ def test_full_step_reaches_the_boundary_of_the_quadratic_trust_region(tiny_actor
     def Fvp(v):
         return fisher_vector_product(kl_grad, params, v, damping)
 
-    search_dir = conjugate_gradient(Fvp, g, 10)
-    full_step = trpo.trust_region_step(search_dir, Fvp(search_dir), max_kl)
+    def train_step(cg_iters):
+        search_dir = conjugate_gradient(Fvp, g, cg_iters)
+        return trpo.trust_region_step(search_dir, Fvp(search_dir), max_kl)
 
-    F = hessian + damping * torch.eye(len(g), dtype=torch.float64)
-    assert 0.5 * full_step @ F @ full_step == pytest.approx(max_kl, rel=1e-6)
-    # with as many CG iterations as parameters, s is the natural gradient (F + damping I)^-1 g
-    # (to CG's stopping rule, a squared residual under 1e-10: measured 3e-6 relative error)
-    natural_gradient = torch.linalg.solve(F, g)
-    error = conjugate_gradient(Fvp, g, len(g)) - natural_gradient
-    assert error.norm() < 1e-4 * natural_gradient.norm()
+    A = damped(F, damping)
+    s_star = torch.linalg.solve(A, g)  # the natural gradient
+    full_star = torch.sqrt(2 * max_kl / (s_star @ A @ s_star)) * s_star
+    assert 0.5 * full_star @ A @ full_star == pytest.approx(max_kl, rel=1e-12)
+    # with as many CG iterations as parameters, the step is full* to CG's stopping rule, a
+    # squared residual under 1e-10 (CG stops after 7 and 8 products; measured relative errors
+    # 4e-7 and 7e-7)
+    full_step = train_step(len(g))
+    assert (full_step - full_star).norm() < 1e-4 * full_star.norm()
+    # after 3 iterations s is still far from F^-1 g (measured 1 % and 46 % off), yet F s is
+    # computed exactly, so the step still ends on the boundary of the quadratic model of the KL
+    full_step = train_step(3)
+    assert (full_step - full_star).norm() > 1e-3 * full_star.norm()
+    assert 0.5 * full_step @ A @ full_step == pytest.approx(max_kl, rel=1e-6)
 
 
 # --- the line search ---
@@ -217,10 +235,9 @@ def test_accepted_steps_stay_inside_the_region_and_refused_ones_do_not_move(requ
 @pytest.mark.parametrize("argv, mention", [
     pytest.param(["--max-kl", "0"], "--max-kl 0", id="max-kl-0"),
     pytest.param(["--cg-iters", "0"], "--cg-iters 0", id="cg-iters-0"),
+    # an infinite radius or damping ran to the end with every update refused
+    pytest.param(["--max-kl", "inf"], "--max-kl inf", id="max-kl-inf"),
+    pytest.param(["--cg-damping", "inf"], "--cg-damping inf", id="cg-damping-inf"),
 ])
 def test_bad_flag_exits_2_with_one_line(assert_bad_flag, argv, mention):
     assert_bad_flag("trpo.py", argv, mention)
-
-
-def test_cg_damping_zero_is_accepted():  # the undamped Fisher matrix of the paper
-    trpo.check_args(trpo.Args(cg_damping=0.0))
