@@ -2,6 +2,8 @@
 and PPO improve on.
 
 Article sections and where they live here:
+    Where We Left Off                 mean_kl: the KL the constraint would bound (logged as `kl`:
+                                      nothing bounds it here, it shows how far one step went)
     From Baseline to Advantage        Critic; compute_gae; baseline_advantages (the earlier
                                       baselines, --advantage); policy_gradient_loss; steps 2-3
     Putting It Together               the numbered blocks 1-5 of train, with one plain gradient
@@ -11,14 +13,16 @@ Approximation (NeurIPS 1999); the actor-critic form with GAE as in arXiv:1506.02
 GAE:   Schulman et al., High-Dimensional Continuous Control Using GAE, arXiv:1506.02438.
 
 Notation (article -> code):
-    pi_theta, pi_theta'     actor (being updated), old_actor (collected the batch)
+    π_θ, π_θ'               actor after and before the update (π_θ' collected the batch)
     V                       critic
-    log pi_theta(a_t|s_t)   newlogprob
-    R(tau), b               returns-to-go, their batch mean (--advantage rtg, rtg-mean)
-    A_t (hat)               advantages, b_advantages, mb_advantages
-    delta_t                 delta (TD residual inside compute_gae)
-    gamma, lambda           gamma, gae_lambda
-    D_KL(pi_theta' || pi_theta)   kl (exact, closed form, batch mean)
+    log π_θ(a_t|s_t)        newlogprob
+    G_t                     returns_to_go: Σ_l γ^l r_{t+l} to the episode's end (--advantage rtg)
+    b = (1/N) Σ_i R(τ^i)    the batch-mean baseline, here the mean of the batch's complete G_t
+                            (--advantage rtg-mean)
+    Â_t                     advantages, b_advantages
+    δ_t                     delta (the TD residual inside compute_gae)
+    γ, λ                    gamma, gae_lambda
+    D_KL(π_θ' ‖ π_θ)        kl (exact, closed form, batch mean)
 
 Not in the article, each behind a flag: advantage scaling (--norm-adv), value clipping
 (--vf-clip), learning-rate annealing (--anneal-lr), observation normalisation and reward
@@ -33,7 +37,7 @@ Examples:
         --gamma 0.99 --gae-lambda 0.95 --normalize
 """
 
-import copy
+import itertools
 import json
 import math
 import os
@@ -42,8 +46,10 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
+from importlib import metadata
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 import numpy as np
 import torch
@@ -61,15 +67,17 @@ class Args:
     exp_name: str = "vpg"
     """name of the experiment, part of the run folder's name"""
     seed: int = 1
-    """seed of numpy, torch, python's random and the environments"""
+    """seed of numpy, torch, python's random and the environments, in [0, 2^32)"""
     runs_dir: str = "runs"
     """parent folder of the run folders"""
     torch_deterministic: bool = True
-    """use torch's deterministic algorithms (same seed, same run)"""
+    """on the GPU, use torch's deterministic algorithms (same seed, same run); on the CPU the
+    operations used here are deterministic already"""
     cuda: bool = False
     """train on the GPU if there is one; off by default: networks this small run faster on a CPU"""
     save_model: bool = False
-    """write model.pt (networks and observation-normalisation statistics) into the run folder"""
+    """write model.pt (networks and observation-normalisation statistics) into the run folder,
+    also when the run is stopped with Ctrl-C"""
     capture_video: bool = False
     """record videos of the first environment into the run folder (needs the moviepy package)"""
     eval_checkpoint: str | None = None
@@ -81,7 +89,8 @@ class Args:
     env_id: str = "CartPole-v1"
     """gymnasium environment id (Discrete or Box actions, Box observations)"""
     total_timesteps: int = 100_000
-    """environment steps of the whole run, summed over the parallel environments"""
+    """environment steps of the whole run, summed over the parallel environments; rounded down
+    to whole batches"""
     num_envs: int = 8
     """parallel environments in the vector env (N)"""
     num_steps: int = 32
@@ -91,14 +100,14 @@ class Args:
 
     # --- advantage ---
     gamma: float = 0.98
-    """discount gamma in (0, 1]; 0.99 is usual, CartPole learns faster with 0.98"""
+    """discount γ in (0, 1]; 0.99 is usual, CartPole learns faster with 0.98"""
     gae_lambda: float = 0.8
-    """lambda in [0, 1] of GAE: 0 is the one-step TD error, 1 the return minus V"""
+    """λ in [0, 1] of GAE: 0 is the one-step TD error, 1 the return minus V"""
     norm_adv: bool = True
     """divide the batch's advantages by their std (not centred: centring is itself a baseline)"""
     advantage: Literal["gae", "rtg", "rtg-mean"] = "gae"
-    """A_t: GAE with the critic; the return-to-go (rtg); or rtg minus its batch mean. The rtg
-    choices weight only steps whose episode ends inside the rollout: use long rollouts"""
+    """Â_t: GAE with the critic; the return-to-go G_t (rtg); or G_t minus its batch mean b. The
+    rtg choices weight only steps whose episode ends inside the rollout: use long rollouts"""
 
     # --- optimisation ---
     learning_rate: float = 1e-3
@@ -119,64 +128,11 @@ class Args:
     """Box actions: the Gaussian's initial log std, the same for every action dimension"""
 
 
-def fail(message: str, status: int = 2) -> None:
-    """End the program with one line on stderr, no traceback."""
-    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
-    raise SystemExit(status)
-
-
-def check_args(args: Args) -> None:
-    """Every rule on the flags, before anything is built."""
-    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-                 "hidden_size", "eval_episodes"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} {getattr(args, name)}: must be a positive integer")
-    if not 0 < args.gamma <= 1:
-        fail(f"--gamma {args.gamma}: must lie in (0, 1]")
-    if not 0 <= args.gae_lambda <= 1:
-        fail(f"--gae-lambda {args.gae_lambda}: must lie in [0, 1]")
-    if not math.isfinite(args.log_std_init):
-        fail(f"--log-std-init {args.log_std_init}: must be a finite number")
-    for name in ("learning_rate", "vf_learning_rate"):
-        if not getattr(args, name) > 0:
-            fail(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
-    if args.vf_clip is not None and not args.vf_clip > 0:
-        fail(f"--vf-clip {args.vf_clip}: must be positive")
-    batch_size = args.num_envs * args.num_steps
-    if args.total_timesteps < batch_size:
-        fail(f"--total-timesteps {args.total_timesteps}: must be at least one batch, "
-             f"num_envs * num_steps = {batch_size}")
-    if batch_size % args.num_minibatches or batch_size // args.num_minibatches < 2:
-        fail(f"--num-minibatches {args.num_minibatches}: must divide the batch "
-             f"num_envs * num_steps = {batch_size} into minibatches of at least 2 rows")
-    if args.capture_video:
-        try:
-            import moviepy  # noqa: F401
-        except ImportError:
-            fail("--capture-video needs the moviepy package: pip install moviepy")
-    if args.eval_checkpoint is None:
-        check_env(args.env_id)
-
-
-def check_env(env_id: str) -> None:
-    """The env must exist and have a Box observation and a Discrete or Box action space."""
-    try:
-        env = gym.make(env_id)
-    except Exception as error:
-        fail(f"--env-id {env_id!r}: cannot be made ({str(error).splitlines()[0]})")
-    obs_space, action_space = env.observation_space, env.action_space
-    env.close()
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        fail(f"--env-id {env_id!r}: observation space {obs_space} is not handled "
-             "(a flat Box is)")
-    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        fail(f"--env-id {env_id!r}: action space {action_space} is not handled "
-             "(Discrete or Box are)")
-
-
 def make_env(env_id: str, idx: int, capture_video: bool, run_dir: Path, gamma: float,
              normalize: bool):
-    """A thunk for gym.vector.SyncVectorEnv; every wrapper is per env (see DESIGN.md)."""
+    """A thunk for gym.vector.SyncVectorEnv. Every wrapper is per env: gymnasium's vector-level
+    observation wrappers refuse autoreset_mode=SAME_STEP, and per env the final observation of
+    an episode reaches info["final_obs"] already normalised, on the critic's own scale."""
 
     def thunk() -> gym.Env:
         env = gym.make(env_id, render_mode="rgb_array" if capture_video and idx == 0 else None)
@@ -216,8 +172,8 @@ def mlp(in_dim: int, hidden: int, out_dim: int, out_std: float) -> nn.Sequential
 
 
 class Actor(nn.Module):
-    """pi_theta(.|s): Categorical for Discrete actions, diagonal Gaussian with a
-    state-independent log std for Box actions."""
+    """π_θ(·|s): Categorical for Discrete actions, diagonal Gaussian with a state-independent
+    log std for Box actions."""
 
     def __init__(self, obs_dim: int, action_space: gym.Space, hidden: int,
                  log_std_init: float = 0.0):
@@ -233,15 +189,16 @@ class Actor(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> Distribution:
         out = self.net(obs)
-        # validate_args=False: the argument checks cost as much as the network (DESIGN.md)
+        # validate_args=False: the argument checks cost as much as the network itself
         if self.continuous:
             std = self.log_std.exp().expand_as(out)
             return Independent(Normal(out, std, validate_args=False), 1, validate_args=False)
         return Categorical(logits=out, validate_args=False)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        """a ~ pi_theta(.|s) without building a Distribution: on the rollout's per-step path
-        torch.distributions costs twice the network (DESIGN.md, Speed)."""
+        """a ~ π_θ(·|s) without building a Distribution: on the rollout's per-step path that
+        costs more than the network (measured on 4 CartPole envs: 13.4k steps/s through
+        torch.distributions, 17.2k sampling here)."""
         out = self.net(obs)
         if self.continuous:
             return out + self.log_std.exp() * torch.randn_like(out)
@@ -260,131 +217,97 @@ class Critic(nn.Module):
         return self.net(obs).squeeze(-1)
 
 
+def mean_kl(old_dist: Distribution, new_dist: Distribution) -> torch.Tensor:
+    """E_s[D_KL(π_θ'(·|s) ‖ π_θ(·|s))], the batch mean of the exact KL in closed form.
+
+    The constraint of [Where We Left Off] and [TRPO: Enforce the Constraint Exactly]; the one KL
+    of this file."""
+    return kl_divergence(old_dist, new_dist).mean()
+
+
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor,
                 terminations: torch.Tensor, dones: torch.Tensor, gamma: float,
                 gae_lambda: float) -> torch.Tensor:
-    """A_t = sum_l (gamma lambda)^l delta_{t+l}, delta_t = r_t + gamma V(s_{t+1}) - V(s_t).
+    """Â_t = Σ_l (γλ)^l δ_{t+l}, δ_t = r_t + γ V(s_{t+1}) - V(s_t).
 
     [From Baseline to Advantage]; arXiv:1506.02438 eq. 16. All inputs are [T, N];
     next_values[t] is V of the true next state of step t (the final observation where the
     episode ended). A termination drops the bootstrap; any episode end (termination or
     time-limit truncation) stops the sum.
     """
-    # delta_t = r_t + gamma * (1 - term_t) * V(s_{t+1}) - V(s_t)
+    # δ_t = r_t + γ (1 - term_t) V(s_{t+1}) - V(s_t)
     delta = rewards + gamma * (1.0 - terminations) * next_values - values
     advantages = torch.zeros_like(rewards)
     advantage = torch.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
-        # A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}, the sum written backwards
+        # Â_t = δ_t + γλ (1 - done_t) Â_{t+1}, the sum written backwards
         advantage = delta[t] + gamma * gae_lambda * (1.0 - dones[t]) * advantage
         advantages[t] = advantage
     return advantages
 
 
-def mean_kl(old_dist: Distribution, new_dist: Distribution) -> torch.Tensor:
-    """Batch mean of the exact KL(pi_theta'(.|s) || pi_theta(.|s)), in closed form.
-
-    The constraint of [TRPO: Enforce the Constraint Exactly]; the one KL of this file."""
-    return kl_divergence(old_dist, new_dist).mean()
-
-
 def baseline_advantages(rewards: torch.Tensor, terminations: torch.Tensor,
                         dones: torch.Tensor, gamma: float, centred: bool) -> torch.Tensor:
     """The earlier advantages the article starts from: the return-to-go
-    G_t = sum_l gamma^l r_{t+l} to the end of the episode, and with centred=True G_t minus its
-    batch mean b, the "crudest possible" baseline [From Baseline to Advantage].
+    G_t = Σ_l γ^l r_{t+l} to the end of the episode, and with centred=True G_t minus its batch
+    mean b, the "crudest possible" baseline [From Baseline to Advantage].
 
     There is no critic here, so nothing can stand in for rewards the rollout has not seen yet:
-    a step whose episode the rollout's end cut off gets A_t = 0 (no weight), and b is the mean
+    a step whose episode the rollout's end cut off gets Â_t = 0 (no weight), and b is the mean
     over the other steps. Use rollouts much longer than an episode (see the README)."""
     zeros = torch.zeros_like(rewards)
-    # with V = 0 and lambda = 1 every delta_t is r_t, and GAE's sum is the return-to-go
+    # G_t = Σ_l γ^l r_{t+l}, GAE's sum at V = 0, λ = 1  [From Baseline to Advantage]
     returns_to_go = compute_gae(rewards, zeros, zeros, terminations, dones, gamma, 1.0)
     # complete[t, n]: env n ends an episode at some step >= t, so G_t is fully known
     complete = dones.flip(0).cumsum(0).flip(0) > 0  # [T, N]
     if centred and complete.any():
+        # Â_t = G_t - b, b = (1/N) Σ_i R(τ^i), here over the G_t  [From Baseline to Advantage]
         returns_to_go = returns_to_go - returns_to_go[complete].mean()
     return returns_to_go * complete
 
 
 def policy_gradient_loss(logprobs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
-    """Return -mean(log pi_theta(a_t|s_t) A_t): its gradient is minus the policy-gradient
-    estimate mean(grad log pi_theta(a_t|s_t) A_t). [From Baseline to Advantage]"""
+    """Return -mean(log π_θ(a_t|s_t) Â_t): with Â_t held fixed, its gradient is minus the
+    policy-gradient estimate mean(∇_θ log π_θ(a_t|s_t) Â_t). [From Baseline to Advantage]"""
+    # ∇_θ of this mean is the estimate mean(∇_θ log π_θ(a_t|s_t) Â_t)  [From Baseline to Advantage]
     objective = (logprobs * advantages).mean()
     return -objective
 
 
-def new_run_dir(args: Args) -> Path:
-    name = Path(args.runs_dir) / f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir, copies = name, 1
-    while True:  # two runs started in the same second get folders -2, -3, ...
-        try:
-            run_dir.mkdir(parents=True)
-            break
-        except FileExistsError:
-            copies += 1
-            run_dir = name.with_name(f"{name.name}-{copies}")
-        except OSError as error:
-            fail(f"--runs-dir {args.runs_dir!r}: cannot create a run folder there ({error})")
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "gymnasium": gym.__version__, "numpy": np.__version__}
-    (run_dir / "config.json").write_text(json.dumps({**asdict(args), "versions": versions},
-                                                    indent=2))
-    return run_dir
-
-
-def write_row(file, *row) -> None:
-    """Append one CSV row (floats to 6 significant digits)."""
-    file.write(",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row) + "\n")
-
-
 def train(args: Args) -> Path:
-    """Run one experiment and return its run folder."""
+    """Run one experiment and return its run folder; bad arguments raise BadInput first."""
+    check_args(args)
     batch_size = args.num_envs * args.num_steps
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
-    run_dir = new_run_dir(args)
-    # line-buffered: each row is flushed as it is written, so a stopped run keeps all of them
-    episodes_file = open(run_dir / "episodes.csv", "w", buffering=1)
-    updates_file = open(run_dir / "updates.csv", "w", buffering=1)
-    write_row(episodes_file, "global_step", "episodic_return", "episodic_length", "wall_time")
-    write_row(updates_file, "global_step", "iteration", "sps", "policy_loss", "value_loss",
-              "entropy", "kl", "explained_variance")
 
     # seeding, all in one block; one torch thread is faster for networks this small
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    if args.cuda and args.torch_deterministic:
-        # cuBLAS is deterministic only with a fixed workspace (torch docs, "Reproducibility")
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(1)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-
+    device = choose_device(args)
+    log = RunLog(args, device, [], num_iterations * batch_size)
     envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, args.capture_video, run_dir, args.gamma, args.normalize)
-         for i in range(args.num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+        [make_env(args.env_id, i, args.capture_video, log.run_dir, args.gamma, args.normalize)
+         for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs_dim = envs.single_observation_space.shape[0]
-    actor = Actor(obs_dim, envs.single_action_space, args.hidden_size,
-                  args.log_std_init).to(device)
-    old_actor = copy.deepcopy(actor).requires_grad_(False)  # pi_theta', frozen for the KL
+    action_shape = envs.single_action_space.shape
+    actor = Actor(obs_dim, envs.single_action_space, args.hidden_size, args.log_std_init).to(device)
     critic = Critic(obs_dim, args.hidden_size).to(device)
-    # the critic has its own optimizer: the actor takes one gradient step per batch
-    # not in the article: Adam eps 1e-5 instead of 1e-8 (OpenAI baselines; arXiv:2005.12729)
+    # the critic has its own optimizer: the actor takes one gradient step per batch, the critic
+    # update_epochs * num_minibatches of them
+    # not in the article: Adam's eps 1e-5 instead of 1e-8 (OpenAI baselines' ppo2)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, eps=1e-5,
                                        fused=True)
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.vf_learning_rate, eps=1e-5,
                                         fused=True)
 
-    # storage: row t holds step t of every env; numpy arrays, cheaper to write per step than
-    # torch indexing, read as tensors once per batch
+    # storage, row t = step t of every env: numpy, cheap to write per step, read once per batch
     T, N = args.num_steps, args.num_envs
     obs = np.zeros((T, N, obs_dim), dtype=np.float32)  # [T, N, obs_dim]
     next_obs_true = np.zeros((T, N, obs_dim), dtype=np.float32)  # s_{t+1}, final obs at ends
-    actions = np.zeros((T, N, *envs.single_action_space.shape), dtype=np.float32)
+    actions = np.zeros((T, N, *action_shape), dtype=np.float32)
     rewards = np.zeros((T, N), dtype=np.float32)  # [T, N]
     terminations = np.zeros((T, N), dtype=np.float32)
     dones = np.zeros((T, N), dtype=np.float32)
@@ -393,123 +316,266 @@ def train(args: Args) -> Path:
         return torch.as_tensor(x, device=device)
 
     global_step = 0
-    recent_returns: list[float] = []
-    start_time = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
-    print_every = max(1, num_iterations // 50)  # about 50 progress lines a run
-    for iteration in range(1, num_iterations + 1):
-        if args.anneal_lr:
-            # not in the article: linear learning-rate decay to 0 (arXiv:1707.06347, Table 3)
-            frac = 1.0 - (iteration - 1.0) / num_iterations
-            actor_optimizer.param_groups[0]["lr"] = args.learning_rate * frac
-            critic_optimizer.param_groups[0]["lr"] = args.vf_learning_rate * frac
+    try:
+        for iteration in range(1, num_iterations + 1):
+            if args.anneal_lr:
+                # not in the article: linear learning-rate decay to 0 (arXiv:1707.06347, Table 5,
+                # the Atari settings; its MuJoCo settings, Table 3, keep 3e-4 constant)
+                frac = 1.0 - (iteration - 1.0) / num_iterations
+                actor_optimizer.param_groups[0]["lr"] = args.learning_rate * frac
+                critic_optimizer.param_groups[0]["lr"] = args.vf_learning_rate * frac
 
-        # --- 1. Collect a batch with pi_theta' [Putting It Together, step 1] ---
-        for step in range(T):
-            obs[step] = next_obs
-            with torch.no_grad():
-                action = actor.sample(torch.as_tensor(obs[step], device=device)).cpu().numpy()
-            actions[step] = action
-            next_obs, reward, terminated, truncated, info = envs.step(action)
-            global_step += N
-            next_obs_true[step] = next_obs
-            if "final_obs" in info:
-                # an env that ended was reset within this step: its true s_{t+1} is final_obs
-                ended = info["_final_obs"]
-                next_obs_true[step, ended] = np.stack(info["final_obs"][ended])
-                episode = info["final_info"]["episode"]
-                for i in np.flatnonzero(info["final_info"]["_episode"]):
-                    recent_returns.append(float(episode["r"][i]))
-                    write_row(episodes_file, global_step, float(episode["r"][i]),
-                              int(episode["l"][i]), round(time.time() - start_time, 3))
-            rewards[step], terminations[step] = reward, terminated
-            dones[step] = terminated | truncated
+            # --- 1. Collect a batch with π_θ' [Putting It Together, step 1] ---
+            for step in range(T):
+                obs[step] = next_obs
+                with torch.no_grad():
+                    action = actor.sample(tensor(obs[step])).cpu().numpy()
+                actions[step] = action
+                next_obs, reward, terminated, truncated, info = envs.step(action)
+                global_step += N
+                next_obs_true[step] = next_obs
+                if "final_obs" in info:
+                    # an env that ended was reset within this step: its true s_{t+1} is final_obs
+                    ended = info["_final_obs"]
+                    next_obs_true[step, ended] = np.stack(info["final_obs"][ended])
+                    episode = info["final_info"]["episode"]
+                    for i in np.flatnonzero(info["final_info"]["_episode"]):
+                        log.episode(global_step, float(episode["r"][i]), int(episode["l"][i]))
+                rewards[step], terminations[step] = reward, terminated
+                dones[step] = terminated | truncated
 
-        # --- 2. Advantages A_t by GAE with the critic V [From Baseline to Advantage] ---
-        with torch.no_grad():
-            # V is evaluated once per batch, not once per step
-            values = critic(tensor(obs))  # [T, N]
-            next_values = critic(tensor(next_obs_true))  # [T, N]
-            advantages = compute_gae(tensor(rewards), values, next_values, tensor(terminations),
-                                     tensor(dones), args.gamma, args.gae_lambda)
-            returns = advantages + values  # the critic's regression targets
-            if args.advantage != "gae":
-                advantages = baseline_advantages(tensor(rewards), tensor(terminations),
-                                                 tensor(dones), args.gamma,
-                                                 centred=args.advantage == "rtg-mean")
+            # --- 2. Advantages Â_t by GAE with the critic V, or the earlier G_t and G_t - b
+            #     of --advantage [From Baseline to Advantage] ---
+            b_obs = tensor(obs).reshape(batch_size, obs_dim)  # [T * N, obs_dim]
+            b_actions = tensor(actions).reshape(batch_size, *action_shape)
+            with torch.no_grad():  # V once per batch, not once per step
+                values = critic(tensor(obs))  # [T, N]
+                next_values = critic(tensor(next_obs_true))  # [T, N]
+                advantages = compute_gae(tensor(rewards), values, next_values,
+                                         tensor(terminations), tensor(dones), args.gamma,
+                                         args.gae_lambda)
+                returns = advantages + values  # the critic's regression targets
+                if args.advantage != "gae":
+                    # after `returns`: V is fitted to GAE's returns whichever Â_t the actor uses
+                    advantages = baseline_advantages(tensor(rewards), tensor(terminations),
+                                                     tensor(dones), args.gamma,
+                                                     centred=args.advantage == "rtg-mean")
+                old_dist = actor(b_obs)  # π_θ'(·|s_t), once per batch: the actor is still θ'
+            b_advantages = advantages.reshape(-1)  # [T * N]
+            b_returns = returns.reshape(-1)
+            b_values = values.reshape(-1)
 
-        b_obs = tensor(obs).reshape(batch_size, obs_dim)  # [T * N, obs_dim]
-        b_actions = tensor(actions).reshape(batch_size, *envs.single_action_space.shape)
-        b_advantages = advantages.reshape(-1)  # [T * N]
-        b_returns = returns.reshape(-1)
-        b_values = values.reshape(-1)
-        old_actor.load_state_dict(actor.state_dict())  # pi_theta' = the actor of step 1
-        with torch.no_grad():
-            old_dist = old_actor(b_obs)
+            # --- 3. One gradient step along mean(∇_θ log π_θ(a_t|s_t) Â_t) [From Baseline to
+            #     Advantage]: no importance ratio, no constraint ---
+            if args.norm_adv:
+                # not in the article: the step's size does not follow the scale of the returns
+                b_advantages = b_advantages / (b_advantages.std() + 1e-8)
+            dist = actor(b_obs)
+            newlogprob = dist.log_prob(b_actions)  # log π_θ(a_t|s_t), with its graph to θ
+            # ∇_θ loss = -mean(∇_θ log π_θ(a_t|s_t) Â_t)  [From Baseline to Advantage]
+            pg_loss = policy_gradient_loss(newlogprob, b_advantages)
+            actor_optimizer.zero_grad()
+            pg_loss.backward()
+            actor_optimizer.step()
 
-        # --- 3. One gradient step along mean(grad log pi(a_t|s_t) A_t) [From Baseline to
-        #     Advantage]: no importance ratio, no constraint ---
-        if args.norm_adv:
-            # not in the article: the step's size does not follow the scale of the returns
-            b_advantages = b_advantages / (b_advantages.std() + 1e-8)
-        dist = actor(b_obs)
-        newlogprob = dist.log_prob(b_actions)
-        pg_loss = policy_gradient_loss(newlogprob, b_advantages)
-        actor_optimizer.zero_grad()
-        pg_loss.backward()
-        actor_optimizer.step()
-        with torch.no_grad():
-            new_dist = actor(b_obs)
-            kl = mean_kl(old_dist, new_dist).item()  # how far one free step went
-            entropy = new_dist.entropy().mean().item()
-        pg_loss = pg_loss.item()
+            # --- 4. Regress V toward the returns, several epochs [Putting It Together, step 4] ---
+            v_losses = []
+            for epoch in range(args.update_epochs):
+                b_inds = torch.randperm(batch_size, device=device)
+                for start in range(0, batch_size, minibatch_size):
+                    mb_inds = b_inds[start:start + minibatch_size]
+                    newvalue = critic(b_obs[mb_inds])
+                    v_error = (newvalue - b_returns[mb_inds]) ** 2
+                    if args.vf_clip is not None:
+                        # not in the article: value clipping (OpenAI baselines; arXiv:2005.12729)
+                        v_clipped = b_values[mb_inds] + torch.clamp(
+                            newvalue - b_values[mb_inds], -args.vf_clip, args.vf_clip)
+                        v_error = torch.max(v_error, (v_clipped - b_returns[mb_inds]) ** 2)
+                    v_loss = 0.5 * v_error.mean()
+                    critic_optimizer.zero_grad()
+                    v_loss.backward()
+                    critic_optimizer.step()
+                    v_losses.append(v_loss.detach())
 
-        # --- 4. Regress V toward the returns, several epochs [Putting It Together, step 4] ---
-        v_losses = []
-        for epoch in range(args.update_epochs):
-            b_inds = torch.randperm(batch_size, device=device)
-            for start in range(0, batch_size, minibatch_size):
-                mb_inds = b_inds[start:start + minibatch_size]
-                newvalue = critic(b_obs[mb_inds])
-                v_error = (newvalue - b_returns[mb_inds]) ** 2
-                if args.vf_clip is not None:
-                    # not in the article: value clipping (OpenAI baselines; arXiv:2005.12729)
-                    v_clipped = b_values[mb_inds] + torch.clamp(
-                        newvalue - b_values[mb_inds], -args.vf_clip, args.vf_clip)
-                    v_error = torch.max(v_error, (v_clipped - b_returns[mb_inds]) ** 2)
-                v_loss = 0.5 * v_error.mean()
-                critic_optimizer.zero_grad()
-                v_loss.backward()
-                critic_optimizer.step()
-                v_losses.append(v_loss.detach())
-        # --- 5. theta' <- theta: the next collection samples from the updated actor
-        #     [Putting It Together, step 5] ---
-
-        v_loss = torch.stack(v_losses).mean().item()
-        if not all(map(math.isfinite, (pg_loss, v_loss, entropy, kl))):
-            fail(f"the loss is not finite at iteration {iteration}; stopping", status=1)
-        var_returns = b_returns.var().item()
-        explained_variance = (float("nan") if var_returns == 0
-                              else 1.0 - (b_returns - b_values).var().item() / var_returns)
-        sps = int(global_step / (time.time() - start_time))
-        write_row(updates_file, global_step, iteration, sps, pg_loss, v_loss, entropy, kl,
-                  explained_variance)
-        if iteration % print_every == 0 or iteration == num_iterations:  # always the last
-            # the return of a run is the mean of its last 20 episodes, here and in the README
-            mean_return = np.mean(recent_returns[-20:]) if recent_returns else float("nan")
-            eta = (args.total_timesteps - global_step) / max(sps, 1)
-            print(f"step {global_step:,}/{num_iterations * batch_size:,} "
-                  f"({100 * iteration / num_iterations:.0f}%) | return {mean_return:.1f} | "
-                  f"{sps:,} steps/s | kl {kl:.4f} | "
-                  f"ETA {eta:.0f}s", flush=True)
-
+            # --- 5. θ' ← θ: the next batch is sampled by the updated actor [step 5] ---
+            with torch.no_grad():  # D_KL(π_θ' ‖ π_θ): nothing bounds it, it shows how far it went
+                new_dist = actor(b_obs)
+                kl = mean_kl(old_dist, new_dist).item()
+                entropy = new_dist.entropy().mean().item()
+            log.update(global_step, iteration, policy_loss=pg_loss.item(),
+                       value_loss=torch.stack(v_losses).mean().item(), entropy=entropy, kl=kl,
+                       explained_variance=explained_variance(b_values, b_returns))
+    except KeyboardInterrupt:  # Ctrl-C: stop here, keeping the rows, the model and the folder
+        log.interrupted = True
     if args.save_model:
-        save_model(run_dir / "model.pt", args, envs, actor, critic)
+        save_model(log.run_dir / "model.pt", args, envs, actor, critic)
     envs.close()
-    episodes_file.close()
-    updates_file.close()
-    print(f"run folder: {run_dir}\nfinal mean return (last 20 episodes): {mean_return:.1f}")
-    return run_dir
+    log.close(global_step)  # says how the run ended; after a Ctrl-C, raises it again
+    return log.run_dir
+
+
+# --- Plumbing: flag checks, run folder, logs, checkpoints, evaluation (not part of the
+#     algorithm) ---
+
+class BadInput(ValueError):
+    """A flag outside its domain: the command line prints it as one line and exits with 2."""
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """End the program with one line on stderr, no traceback."""
+    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+FLAG_RULES = [  # (flags, the rule each value meets, the allowed values); NaN fails every rule
+    ("total_timesteps num_envs num_steps num_minibatches update_epochs hidden_size "
+     "eval_episodes", lambda x: x > 0, "a positive integer"),
+    ("seed", lambda x: 0 <= x < 2**32, "an integer in [0, 2^32)"),
+    ("gamma", lambda x: 0 < x <= 1, "a number in (0, 1]"),
+    ("gae_lambda", lambda x: 0 <= x <= 1, "a number in [0, 1]"),
+    ("learning_rate vf_learning_rate", lambda x: 0 < x < math.inf, "a positive finite number"),
+    ("vf_clip", lambda x: x is None or 0 < x < math.inf, "a positive finite number"),
+    ("log_std_init", math.isfinite, "a finite number"),
+]
+
+
+def check_args(args: Args) -> None:
+    """Every rule on the flags, before anything is made; raise BadInput naming the flag."""
+    for names, allowed, meaning in FLAG_RULES:
+        for name in names.split():
+            if not allowed(getattr(args, name)):
+                raise BadInput(f"--{name.replace('_', '-')} {getattr(args, name)}: must be "
+                               f"{meaning}")
+    batch_size = args.num_envs * args.num_steps
+    if args.total_timesteps < batch_size:
+        raise BadInput(f"--total-timesteps {args.total_timesteps}: must be at least one batch, "
+                       f"num_envs * num_steps = {batch_size}")
+    if batch_size % args.num_minibatches or batch_size // args.num_minibatches < 2:
+        raise BadInput(f"--num-minibatches {args.num_minibatches}: must divide the batch "
+                       f"num_envs * num_steps = {batch_size} into minibatches of at least 2 rows")
+    if args.capture_video and find_spec("moviepy") is None:
+        raise BadInput("--capture-video needs the moviepy package: pip install moviepy")
+    if args.eval_checkpoint is None:
+        check_env(args.env_id)
+
+
+def check_env(env_id: str) -> None:
+    """The env must exist and have a flat Box observation and a Discrete or flat Box action."""
+    try:
+        env = gym.make(env_id)
+    except Exception as error:
+        raise BadInput(f"--env-id {env_id!r}: cannot be made ({str(error).splitlines()[0]})")
+    obs_space, action_space = env.observation_space, env.action_space
+    env.close()
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+        raise BadInput(f"--env-id {env_id!r}: observation space {obs_space} is not handled "
+                       "(a flat Box is)")
+    # a Box of rank 2 or more would need the Gaussian's samples reshaped: refused
+    if not (isinstance(action_space, gym.spaces.Discrete)
+            or isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1):
+        raise BadInput(f"--env-id {env_id!r}: action space {action_space} is not handled "
+                       "(Discrete or a flat Box are)")
+
+
+def choose_device(args: Args) -> torch.device:
+    """The GPU with --cuda where there is one, else the CPU."""
+    if not (args.cuda and torch.cuda.is_available()):
+        return torch.device("cpu")
+    if args.torch_deterministic:
+        # cuBLAS is deterministic only with a fixed workspace (torch docs, "Reproducibility");
+        # not on the CPU, whose operations here are deterministic already: the switch would
+        # cost 2.6 s of start-up for nothing
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    return torch.device("cuda")
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """1 - Var[returns - V] / Var[returns]: 1 for a perfect critic, 0 for a constant one."""
+    var_returns = returns.var().item()
+    return 1.0 - (returns - values).var().item() / var_returns if var_returns else math.nan
+
+
+class RunLog:
+    """A run folder <runs_dir>/<env>__<exp_name>__<seed>__<unix time> with config.json,
+    episodes.csv and updates.csv, and the progress lines. Rows are flushed as they are written,
+    so a run that stops (Ctrl-C, an error) keeps every one of them."""
+
+    def __init__(self, args: Args, device: torch.device, own_columns: list[str], steps: int):
+        name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        try:
+            Path(args.runs_dir).mkdir(parents=True, exist_ok=True)  # a dangling link fails
+            for copies in itertools.count(1):  # -2, -3, ... for runs started in one second
+                self.run_dir = Path(args.runs_dir) / (f"{name}-{copies}" if copies > 1 else name)
+                if not self.run_dir.exists():
+                    self.run_dir.mkdir()
+                    break
+        except OSError as error:
+            raise BadInput(f"--runs-dir {args.runs_dir!r}: cannot create a run folder there "
+                           f"({error.strerror or error})")
+        self.steps, self.start, self.returns, self.interrupted = steps, time.time(), [], False
+        self.print_every = max(1, steps // (args.num_envs * args.num_steps) // 50)  # ~50 lines
+        versions = {package: metadata.version(package) for package in
+                    ("torch", "gymnasium", "numpy", "mujoco") if find_spec(package)}
+        self.config = {**asdict(args), "steps_run": 0, "device": str(device),
+                       "versions": {"python": platform.python_version(), **versions}}
+        (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
+        self.episodes = open(self.run_dir / "episodes.csv", "w", buffering=1)  # line-buffered
+        self.updates = open(self.run_dir / "updates.csv", "w", buffering=1)
+        self.write(self.episodes, "global_step", "episodic_return", "episodic_length", "wall_time")
+        self.columns = ["policy_loss", "value_loss", "entropy", "kl", "explained_variance",
+                        *own_columns]
+        self.write(self.updates, "global_step", "iteration", "sps", *self.columns)
+        print(f"{args.env_id}, seed {args.seed}: {steps:,} steps"
+              + (f" (--total-timesteps {args.total_timesteps:,} rounded down to whole batches)"
+                 if steps != args.total_timesteps else "")
+              + (" on the CPU: --cuda found no GPU" if args.cuda and device.type != "cuda" else "")
+              + f"; run folder: {self.run_dir}", flush=True)
+
+    @staticmethod
+    def write(file, *row) -> None:
+        """Append one CSV row (floats to 6 significant digits)."""
+        file.write(",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row) + "\n")
+
+    def mean_return(self) -> str:
+        # the return of a run is the mean of its last 20 episodes, here and in the benchmark
+        return f"return {np.mean(self.returns[-20:]):.1f}" if self.returns else (
+            "no episode finished yet")
+
+    def episode(self, global_step: int, episodic_return: float, length: int) -> None:
+        self.returns.append(episodic_return)
+        self.write(self.episodes, global_step, episodic_return, length,
+                   round(time.time() - self.start, 3))
+
+    def update(self, global_step: int, iteration: int, **row: float) -> None:
+        """One row of updates.csv, now and then a progress line; stop on a non-finite loss."""
+        assert set(row) == set(self.columns), sorted(row)
+        if not all(math.isfinite(x) for name, x in row.items() if name != "explained_variance"):
+            fail(f"the loss is not finite at iteration {iteration}; stopping", status=1)
+        sps = int(global_step / (time.time() - self.start))
+        self.write(self.updates, global_step, iteration, sps, *(row[c] for c in self.columns))
+        if iteration % self.print_every == 0 or global_step == self.steps:
+            shown = "".join(f" | {name} {row[name]:.3g}" for name in self.columns[3:]
+                            if name != "explained_variance")
+            print(f"step {global_step:,}/{self.steps:,} ({100 * global_step / self.steps:.0f}%) | "
+                  f"{self.mean_return()} | {sps:,} steps/s{shown} | "
+                  f"ETA {(self.steps - global_step) / max(sps, 1):.0f}s", flush=True)
+
+    def close(self, global_step: int) -> None:
+        """Record the steps run, close the CSVs and say how the run ended; after a Ctrl-C,
+        raise KeyboardInterrupt again (the command line then exits with status 130)."""
+        self.config["steps_run"] = global_step
+        (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
+        self.episodes.close()
+        self.updates.close()
+        ending = (f"{self.mean_return()}{' (last 20 episodes)' if self.returns else ''} after "
+                  f"{global_step:,} steps in {time.time() - self.start:.0f} s; run folder: "
+                  f"{self.run_dir}")
+        if self.interrupted:
+            print(f"{Path(sys.argv[0]).name}: stopped by Ctrl-C: {ending}", file=sys.stderr)
+            raise KeyboardInterrupt
+        print(f"done: {ending}", flush=True)
 
 
 def pool_statistics(means: np.ndarray, variances: np.ndarray,
@@ -541,15 +607,21 @@ def save_model(path: Path, args: Args, envs: gym.vector.VectorEnv, actor: Actor,
 
 
 def evaluate(args: Args) -> tuple[float, float]:
-    """Play the deterministic policy of a checkpoint; return the mean and std of the return."""
+    """Play the deterministic policy of a checkpoint; return the mean and std of the return.
+    The env, the network sizes and the normalisation come from the checkpoint."""
+    check_args(args)
     path = Path(args.eval_checkpoint)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         env_id, hidden, normalize, gamma = (checkpoint["env_id"], checkpoint["hidden_size"],
                                             checkpoint["normalize"], checkpoint["gamma"])
-    except Exception as error:
-        fail(f"--eval-checkpoint {str(path)!r}: not a readable model file "
-             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+    except OSError as error:
+        raise BadInput(f"--eval-checkpoint {str(path)!r}: cannot be read ({error.strerror})")
+    except Exception:
+        raise BadInput(f"--eval-checkpoint {str(path)!r}: not a model file written by "
+                       f"{Path(__file__).name}") from None
+    print(f"from the checkpoint: --env-id {env_id} --hidden-size {hidden} "
+          f"{'--normalize' if normalize else '--no-normalize'} (those given here are not used)")
     check_env(env_id)
     torch.set_num_threads(1)
     # videos of the evaluation go to <run folder>/eval/videos, apart from the training's
@@ -569,11 +641,12 @@ def evaluate(args: Args) -> tuple[float, float]:
             obs_norm.obs_rms.var = checkpoint["obs_rms"]["var"].numpy()
             obs_norm.obs_rms.count = checkpoint["obs_rms"]["count"]
     except (RuntimeError, KeyError, AttributeError, TypeError, ValueError) as error:
-        fail(f"--eval-checkpoint {str(path)!r}: does not match {env_id} "
-             f"({str(error).splitlines()[0]})")
+        raise BadInput(f"--eval-checkpoint {str(path)!r}: does not match {env_id}: "
+                       + " ".join(str(error).split()))
     returns = []
     for episode in range(args.eval_episodes):
-        obs, _ = env.reset(seed=args.seed + episode)
+        # seeded once: the env's own generator then gives each episode a new start
+        obs, _ = env.reset(seed=args.seed if episode == 0 else None)
         done = False
         while not done:
             with torch.no_grad():
@@ -590,8 +663,12 @@ def evaluate(args: Args) -> tuple[float, float]:
 
 if __name__ == "__main__":
     cli_args = tyro.cli(Args)
-    check_args(cli_args)
-    if cli_args.eval_checkpoint is not None:
-        evaluate(cli_args)
-    else:
-        train(cli_args)
+    try:
+        if cli_args.eval_checkpoint is not None:
+            evaluate(cli_args)
+        else:
+            train(cli_args)
+    except BadInput as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        raise SystemExit(130)  # the shell's status for Ctrl-C; train has said where it stopped

@@ -7,6 +7,7 @@ are in test_end_to_end.py; here is what only the vanilla policy gradient does
 """
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -111,5 +112,27 @@ def test_advantage_flag_runs(run_cli, tmp_path, assert_run_folder, advantage):
     assert_run_folder(run_dir, vpg.Args(advantage=advantage, total_timesteps=2048), [])
 
 
-def test_bad_vf_learning_rate_exits_2_with_one_line(assert_bad_flag):
-    assert_bad_flag("vpg.py", ["--vf-learning-rate", "0"], "--vf-learning-rate 0")
+# --- flags ---
+
+@pytest.mark.parametrize("argv, mention", [
+    pytest.param(["--vf-learning-rate", "0"], "--vf-learning-rate 0", id="vf-learning-rate-0"),
+    pytest.param(["--vf-learning-rate", "-1e-3"], "--vf-learning-rate -0.001",
+                 id="vf-learning-rate-negative"),
+    # inf is no step size (the first Adam step leaves the critic non-finite); nan fails every rule
+    pytest.param(["--vf-learning-rate", "inf"], "--vf-learning-rate inf",
+                 id="vf-learning-rate-inf"),
+    pytest.param(["--vf-learning-rate", "nan"], "--vf-learning-rate nan",
+                 id="vf-learning-rate-nan"),
+])
+def test_bad_vf_learning_rate_exits_2_with_one_line(assert_bad_flag, argv, mention):
+    assert_bad_flag("vpg.py", argv, mention)
+
+
+@pytest.mark.parametrize("value", [0.0, math.inf, math.nan])
+def test_check_args_raises_bad_input_naming_the_flag(tmp_path, value):
+    """From a notebook, check_args raises (BadInput is a ValueError) instead of exiting; only
+    the command line turns it into one stderr line and exit status 2."""
+    with pytest.raises(ValueError, match="^--vf-learning-rate ") as raised:
+        vpg.check_args(vpg.Args(vf_learning_rate=value, runs_dir=str(tmp_path / "runs")))
+    assert isinstance(raised.value, vpg.BadInput)
+    assert not (tmp_path / "runs").exists()
