@@ -39,12 +39,17 @@ E[A_hat_t | s_t, a_t] - target = gamma (1 - lambda) sum_l (gamma lambda)^l E[eps
 "advantage" compares with A^pi(s, a) itself; then every lambda also carries the baseline error
 -eps(s_t), and with the exact critic the two targets agree.
 
+The table and figure go to runs/gae/ unless --csv-path and --plot-path say otherwise; the
+committed ones in plots/ are rewritten only when named:
+    python gae.py --csv-path plots/gae_bias_variance.csv --plot-path plots/gae_bias_variance.png
+
 Examples:
-    python gae.py                                        # the figure and CSV in plots/
+    python gae.py                                        # the figure and CSV in runs/gae/
     python gae.py --num-states 30 --gamma 0.95 --critic-noise 0 0.25 0.5 1 2 \\
         --bias-against advantage --csv-path /tmp/gae.csv --plot-path /tmp/gae.png
 """
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,9 +71,9 @@ class Args:
     # --- run ---
     seed: int = 1
     """seed of the MDP, the policy, the critics' error and the sampled episodes"""
-    csv_path: str = "plots/gae_bias_variance.csv"
+    csv_path: str = "runs/gae/gae_bias_variance.csv"
     """where the table goes: lambda,critic_noise,bias_sq,variance,mse"""
-    plot_path: str = "plots/gae_bias_variance.png"
+    plot_path: str = "runs/gae/gae_bias_variance.png"
     """where the figure goes: bias^2, variance and MSE against lambda, one line per critic"""
 
     # --- MDP and policy ---
@@ -123,6 +128,20 @@ def check_args(args: Args) -> None:
     if not args.critic_noise or not all(noise >= 0 for noise in args.critic_noise):
         fail(f"--critic-noise {' '.join(map(str, args.critic_noise))}: give one or more "
              "values, each non-negative")
+
+
+def check_output_path(flag: str, path: Path) -> None:
+    """Create the file's folder if need be and check that the file can be written there: a bad
+    path then costs one line on stderr at the start, not a traceback after the experiment."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"{flag} {path}: cannot create the folder {path.parent} "
+             f"({error.strerror or error})")
+    if path.is_dir():
+        fail(f"{flag} {path}: is a folder; give a file name")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        fail(f"{flag} {path}: not writable")
 
 
 def random_mdp(num_states: int, num_actions: int, concentration: float,
@@ -325,4 +344,6 @@ def plot(rows: list[tuple[float, float, float, float, float]], title: str, path:
 if __name__ == "__main__":
     cli_args = tyro.cli(Args)
     check_args(cli_args)
+    check_output_path("--csv-path", Path(cli_args.csv_path))
+    check_output_path("--plot-path", Path(cli_args.plot_path))
     run(cli_args)

@@ -293,7 +293,7 @@ def train(args: Args) -> Path:
     actor = Actor(obs_dim, envs.single_action_space, args.hidden_size, args.log_std_init).to(device)
     critic = Critic(obs_dim, args.hidden_size).to(device)
     params = [*actor.parameters(), *critic.parameters()]
-    # not in the article: Adam's eps 1e-5 instead of 1e-8 (OpenAI baselines' ppo2)
+    # not in the article: eps 1e-5, not 1e-8 (OpenAI baselines' ppo2); fused: one kernel, faster
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5, fused=True)
 
     # storage, row t = step t of every env: numpy, cheap to write per step, read once per batch

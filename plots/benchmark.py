@@ -1,4 +1,4 @@
-"""Run the benchmark grid of (script, env, seed), then summarise it into plots/.
+"""Run the benchmark grid of (script, env, seed), then summarise it into --out-dir.
 
 Every run is the algorithm script's own command line, run as a subprocess from the repository
 root, at most --jobs at a time, with OMP_NUM_THREADS=1, into one runs folder (--runs-dir). The
@@ -12,25 +12,40 @@ total_timesteps // (num_envs * num_steps) from that config.json; a later call sk
 unfinished folder (stopped, failed, or still running elsewhere) is left in place, never
 deleted, and the run starts again in a new folder; the summary reads finished folders only.
 
-Summary (at the end, or alone with --summary-only), over every finished run in --runs-dir,
-the newest per (script, env, seed), whatever --scripts/--envs/--seeds select; a run of a grid
-(script, env) counts only if its config agrees with GRID's command as above (with the budget
-of --total-timesteps, if given), so that runs made with other flags are left out, with a
-warning:
-    <out-dir>/results.csv    script,env,steps,seeds,mean,std,min,max,steps_to_threshold,sps
+Summary (at the end, or alone with --summary-only) into --out-dir, runs/benchmark/summary
+unless given. It merges two sources, one run per (script, env, seed): the copies already in
+<out-dir>/data (for --out-dir plots, the committed results), then every finished run in
+--runs-dir, oldest first, so that the newest finished run replaces the copy of its (script,
+env, seed); nothing else in <out-dir> is removed, so a table regenerated with the same budgets
+never loses a row. --scripts/--envs/--seeds do not select here. From either source, a run of a
+grid (script, env) counts only if its config agrees with GRID's command as above (with the
+budget of --total-timesteps, if given), so that runs made with other flags are left out, with
+a warning (a copy left out stays in data/):
+    <out-dir>/results.csv    script,env,steps,seeds,mean,std,min,max,iqm,iqm_low,iqm_high,
+                             steps_to_threshold,sps
         mean, std (n - 1; empty for one seed), min, max: over seeds, of each run's mean return
-        over its last 20 episodes; steps_to_threshold: median over seeds of the first step where
-        the 20-episode moving mean reaches THRESHOLDS[env] (inf: the median seed never did;
-        empty: no threshold); sps: median over seeds of the last updates.csv row's sps
+        over its last 20 episodes (its final return); iqm: the interquartile mean of the final
+        returns, iqm_low and iqm_high its 95 % bootstrap interval over seeds (see iqm below);
+        steps_to_threshold: median over seeds of the first step where the 20-episode moving
+        mean reaches THRESHOLDS[env] (inf: the median seed never did; empty: no threshold);
+        sps: median over seeds of the last updates.csv row's sps
     <out-dir>/data/<env>/<script>__<seed>__{episodes.csv,updates.csv,config.json}
     <out-dir>/<env>.png      learning curves (plot.py), and <out-dir>/kl.png
+
+The committed results in plots/ are rewritten only by naming that folder, from the committed
+copies alone (with runs/benchmark empty or absent) or with new full-budget runs merged in:
+    python plots/benchmark.py --summary-only --out-dir plots
+--total-timesteps with an --out-dir in plots/ is refused: the committed results are the grid's
+full budgets.
 
 Examples:
     python plots/benchmark.py                            # the whole grid, two runs at a time
     python plots/benchmark.py --envs Hopper-v5 --seeds 1 --jobs 1
     python plots/benchmark.py --dry-run | parallel -j 8  # or: while read -r c; do
                                                          #   sbatch --wrap "$c"; done
-    python plots/benchmark.py --summary-only
+    python plots/benchmark.py --summary-only             # into runs/benchmark/summary
+    python plots/benchmark.py --envs CartPole-v1 --scripts ppo_clip --seeds 1 \\
+        --total-timesteps 4096                           # a quick check, same folder
 """
 
 import dataclasses
@@ -52,7 +67,8 @@ import numpy as np
 import tyro
 
 import plot
-from plot import PLOTS_DIR, REPO_ROOT, SCRIPTS, THRESHOLDS, WINDOW, fail
+from plot import (PLOTS_DIR, REPO_ROOT, SCRIPTS, THRESHOLDS, WINDOW, fail, warn,
+                  writable_folder)
 
 sys.path.insert(0, str(REPO_ROOT))  # the algorithm scripts, for their Args
 
@@ -90,13 +106,14 @@ GRID = {  # CartPole runs every script with its defaults (vpg needs twice the st
     "Hopper-v5": EnvGrid(dict.fromkeys(SCRIPTS, 1_000_000), (1, 2, 3), CONTINUOUS_FLAGS),
     "HalfCheetah-v5": EnvGrid(dict.fromkeys(SCRIPTS, 1_000_000), (1, 2, 3), CONTINUOUS_FLAGS),
 }
-RESULT_COLUMNS = ["script", "env", "steps", "seeds", "mean", "std", "min", "max",
-                  "steps_to_threshold", "sps"]
+RESULT_COLUMNS = ["script", "env", "steps", "seeds", "mean", "std", "min", "max", "iqm",
+                  "iqm_low", "iqm_high", "steps_to_threshold", "sps"]
+BOOTSTRAP_RESAMPLES = 10_000
 
 
 @dataclasses.dataclass
 class Args:
-    """Run the benchmark grid of (script, env, seed) and summarise it into plots/."""
+    """Run the benchmark grid of (script, env, seed) and summarise it into --out-dir."""
 
     scripts: tuple[str, ...] = SCRIPTS
     """run only these scripts of the grid"""
@@ -109,8 +126,9 @@ class Args:
     reads the runs of this budget"""
     runs_dir: Path = Path("runs/benchmark")
     """folder of the run folders, shared by every run of the grid"""
-    out_dir: Path = PLOTS_DIR
-    """where results.csv, data/ and the figures go"""
+    out_dir: Path = Path("runs/benchmark/summary")
+    """where results.csv, data/ and the figures go, merged with the copies already in data/;
+    the committed results only with --out-dir plots"""
     jobs: int = 2
     """runs at a time, each one process with one thread"""
     dry_run: bool = False
@@ -160,8 +178,7 @@ def shell_line(cell: Cell, runs_dir: Path) -> str:
             + shlex.join(command(cell, runs_dir)))
 
 
-# Args fields that do not change what a run learns
-NOT_COMPARED = {"runs_dir", "save_model", "capture_video", "eval_checkpoint", "eval_episodes"}
+NOT_COMPARED = plot.OUTPUT_ONLY  # Args fields that do not change what a run learns
 
 
 @functools.cache
@@ -250,29 +267,53 @@ def number(value: float) -> str:
     return "" if value is None or np.isnan(value) else f"{value:.6g}"
 
 
+# The interquartile mean and its bootstrap interval are what Agarwal et al., "Deep RL at the
+# Edge of the Statistical Precipice" (arXiv:2108.13264), recommend for results over a few seeds:
+# the IQM is less swayed by one outlying seed than the mean, and the interval says how little
+# three or five seeds pin it down. Their rliable package computes the same, but would bring
+# arch, seaborn and pandas for what a dozen lines of numpy do here.
+
+def iqm(values: np.ndarray) -> np.ndarray:
+    """Interquartile mean over the last axis: the mean of what is left once floor(n / 4) values
+    are cut from each end of the sorted values, exactly scipy.stats.trim_mean(values, 0.25)
+    (n = 8: the middle 4; n = 5: the middle 3; n < 4: the plain mean)."""
+    values = np.sort(values, axis=-1)
+    cut = values.shape[-1] // 4
+    return values[..., cut:values.shape[-1] - cut].mean(axis=-1)
+
+
+def iqm_interval(values: list[float]) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the IQM: the seeds resampled with replacement
+    BOOTSTRAP_RESAMPLES times, the 2.5 and 97.5 percentiles of the resamples' IQMs. The
+    generator's seed is fixed, so that regenerating results.csv gives the same digits."""
+    values = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(0)
+    resamples = values[rng.integers(len(values), size=(BOOTSTRAP_RESAMPLES, len(values)))]
+    low, high = np.percentile(iqm(resamples), [2.5, 97.5])
+    return float(low), float(high)
+
+
 def summary_row(script: str, env_id: str, runs: list[plot.Run]) -> list[str]:
     """The results.csv row of one (script, env) from its runs, one per seed."""
     finals = [float(np.mean(r.episodes["episodic_return"][-WINDOW:])) for r in runs]
     steps = {r.config["total_timesteps"] for r in runs}
     if len(steps) > 1:
-        print(f"warning: {script} on {env_id}: seeds ran different budgets {sorted(steps)}; "
-              "steps shows the smallest", file=sys.stderr)
+        warn(f"{script} on {env_id}: seeds ran different budgets {sorted(steps)}; steps shows "
+             "the smallest")
     threshold = None
     if env_id in THRESHOLDS:
         # a seed that never reaches it counts as infinitely slow: the median may be inf
         threshold = statistics.median(steps_to_threshold(r, THRESHOLDS[env_id]) for r in runs)
     return [script, env_id, str(min(steps)), str(len(runs)), number(statistics.mean(finals)),
             number(statistics.stdev(finals) if len(finals) > 1 else None), number(min(finals)),
-            number(max(finals)), number(threshold),
+            number(max(finals)), number(float(iqm(np.array(finals)))),
+            *map(number, iqm_interval(finals)), number(threshold),
             number(statistics.median(r.updates["sps"][-1] for r in runs))]
 
 
 def copy_data(runs: list[plot.Run], data_dir: Path) -> None:
     """Copy each run's CSVs and config.json to data_dir/<env>/<script>__<seed>__<file>,
-    replacing the earlier copies of the envs summarised."""
-    for env_id in {r.env_id for r in runs}:
-        for old in (data_dir / env_id).glob("*__*__*"):
-            old.unlink()
+    over the earlier copy of the same (script, env, seed) if any; nothing else is touched."""
     for run in runs:
         (data_dir / run.env_id).mkdir(parents=True, exist_ok=True)
         for name in plot.DATA_FILES:
@@ -280,28 +321,58 @@ def copy_data(runs: list[plot.Run], data_dir: Path) -> None:
                             data_dir / run.env_id / f"{run.script}__{run.seed}__{name}")
 
 
+def off_grid(config: dict, script: str, env_id: str, seed: int,
+             total_timesteps: int | None) -> bool:
+    """A run of a grid (script, env) whose config disagrees with GRID's command for it."""
+    return env_id in GRID and script in SCRIPTS and not agrees(
+        config, grid_cell(script, env_id, seed, total_timesteps))
+
+
 def summarise(runs_dir: Path, out_dir: Path, total_timesteps: int | None) -> None:
-    """results.csv, the data copies and the figures from the finished runs of runs_dir.
+    """results.csv, the data copies and the figures from the copies in <out_dir>/data merged
+    with the finished runs of runs_dir (see the top of the file).
 
     A run of a grid (script, env) whose config disagrees with GRID's command for it (see
     agrees; the budget is total_timesteps when given, else GRID's) is left out, with a
     warning: the table never mixes runs of other flags with the grid's. Runs of other scripts
     or envs are read as they are."""
-    newest, left_out = {}, []
-    for run_dir, config in finished_runs(runs_dir).items():
-        key = config["exp_name"], config["env_id"], config["seed"]
-        if key[1] in GRID and key[0] in SCRIPTS and not agrees(
-                config, grid_cell(*key, total_timesteps)):
-            left_out.append(run_dir)
+    data_dir = out_dir / "data"
+    runs: dict[tuple, plot.Run] = {}  # (script, env, seed) -> the run it summarises
+    left_out: dict[str, list[Path]] = {f"copies in {data_dir}": [], "finished run(s)": []}
+    for episodes_csv in sorted(data_dir.glob("*/*__*__episodes.csv")):
+        try:
+            run = plot.load_data_run(episodes_csv)
+        except plot.BadRun as error:
+            warn(f"skipped {error}")
             continue
-        newest[key] = run_dir
-    if left_out:
-        print(f"warning: left out {len(left_out)} finished run(s) whose config differs from "
-              f"the grid's command, the newest {left_out[-1]}", file=sys.stderr)
-    if not newest:
+        key = run.script, run.env_id, run.seed
+        if off_grid(run.config, *key, total_timesteps):
+            left_out[f"copies in {data_dir}"].append(episodes_csv)
+        else:
+            runs[key] = run
+    newest = {}
+    for run_dir, config in finished_runs(runs_dir).items():  # oldest first: the newest wins
+        key = config["exp_name"], config["env_id"], config["seed"]
+        if off_grid(config, *key, total_timesteps):
+            left_out["finished run(s)"].append(run_dir)
+        else:
+            newest[key] = run_dir
+    fresh = []
+    for key, run_dir in newest.items():
+        try:
+            runs[key] = plot.load_run_dir(run_dir)
+            fresh.append(runs[key])
+        except plot.BadRun as error:
+            warn(f"skipped {error}")
+    budget = f" (--total-timesteps {total_timesteps})" if total_timesteps else ""
+    for what, paths in left_out.items():
+        if paths:
+            warn(f"left out {len(paths)} {what} whose config differs from the grid's "
+                 f"command{budget}, the last {paths[-1]}")
+    if not runs:
         fail(f"--runs-dir {str(runs_dir)!r}: no finished runs of the grid's commands to "
-             "summarise")
-    runs = [plot.load_run_dir(run_dir) for run_dir in newest.values()]
+             f"summarise, nor copies in {data_dir}")
+    runs = list(runs.values())
     rows = [summary_row(script, env_id, group)
             for env_id, scripts in sorted(plot.by_env_and_script(runs).items(),
                                           key=lambda item: env_order(item[0]))
@@ -309,17 +380,24 @@ def summarise(runs_dir: Path, out_dir: Path, total_timesteps: int | None) -> Non
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.csv").write_text(
         "\n".join(",".join(row) for row in [RESULT_COLUMNS, *rows]) + "\n")
-    copy_data(runs, out_dir / "data")
+    copy_data(fresh, data_dir)
     figures = plot.plot_learning_curves(runs, out_dir)
     figures.append(plot.plot_kl(runs, out_dir / "kl.png"))
-    size = sum(p.stat().st_size for p in (out_dir / "data").rglob("*") if p.is_file())
-    print(f"summary of {len(runs)} runs: {out_dir / 'results.csv'}; "
-          f"{out_dir / 'data'} ({size / 1e6:.1f} MB); " + ", ".join(p.name for p in figures))
+    size = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file())
+    print(f"summary of {len(runs)} runs ({len(fresh)} from {runs_dir}, the others copies kept "
+          f"in {data_dir}): {out_dir / 'results.csv'}; {data_dir} ({size / 1e6:.1f} MB); "
+          + ", ".join(p.name for p in figures))
 
 
 def env_order(env_id: str) -> tuple[int, str]:
     """GRID's order first, then other envs alphabetically."""
     return (list(GRID).index(env_id) if env_id in GRID else len(GRID), env_id)
+
+
+def in_plots(folder: Path) -> bool:
+    """Whether the folder is the committed plots/ folder or one inside it."""
+    folder = folder.resolve()
+    return folder == PLOTS_DIR or PLOTS_DIR in folder.parents
 
 
 def main(args: Args) -> None:
@@ -332,6 +410,14 @@ def main(args: Args) -> None:
         fail(f"--jobs {args.jobs}: must be a positive integer")
     if args.total_timesteps is not None and args.total_timesteps < 1:
         fail(f"--total-timesteps {args.total_timesteps}: must be a positive integer")
+    if args.total_timesteps is not None and in_plots(args.out_dir) and not args.dry_run:
+        fail(f"--total-timesteps {args.total_timesteps} with --out-dir {args.out_dir}: the "
+             "committed results there are the grid's full budgets; give a quick check "
+             "another --out-dir (runs/benchmark/summary if none is given)")
+    if not args.dry_run:  # the folders first: a bad one costs one line, not the runs
+        writable_folder("--out-dir", args.out_dir)
+        if not args.summary_only:
+            writable_folder("--runs-dir", args.runs_dir)
     if args.summary_only:
         summarise(args.runs_dir, args.out_dir, args.total_timesteps)
         return

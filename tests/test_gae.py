@@ -206,18 +206,64 @@ def test_run_writes_the_table_and_figure_reproducibly(tmp_path, capsys):
     assert "lowest MSE" in capsys.readouterr().out
 
 
+def run_gae(cwd: Path, *flags: str) -> subprocess.CompletedProcess:
+    """python gae.py flags, run from cwd, where its default paths (runs/gae/...) land."""
+    return subprocess.run([sys.executable, str(REPO / "gae.py"), *flags], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.parametrize("flags, named", [
     (["--gae-lambda", "0.5", "1.5"], "--gae-lambda"),
     (["--gamma", "0"], "--gamma"),
     (["--num-envs", "0"], "--num-envs"),
+    (["--csv-path", "/proc/x/a.csv"], "--csv-path /proc/x/a.csv"),
 ])
-def test_bad_input_exits_2_with_one_line(flags, named):
-    result = subprocess.run([sys.executable, "gae.py", *flags], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+def test_bad_input_exits_2_with_one_line(tmp_path, flags, named):
+    """Bad flags, and an output path that cannot be written, end at once: one line, no
+    experiment (nothing on stdout), no traceback."""
+    if "/proc/" in named and not Path("/proc").is_dir():
+        pytest.skip("no /proc here")
+    result = run_gae(tmp_path, *flags)
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gae.py: error: " + named), result.stderr
+
+
+@pytest.mark.parametrize("flag, where", [("--csv-path", "a_file/x/a.csv"),
+                                         ("--plot-path", "a_file/a.png"),
+                                         ("--plot-path", ".")])
+def test_unwritable_output_path_is_refused(tmp_path, capsys, flag, where):
+    """Below a regular file, or a folder given for a file: exit 2 with one line naming the
+    flag and the path (before the experiment: __main__ checks the paths before run)."""
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        gae.check_output_path(flag, tmp_path / where)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {flag} {tmp_path / where}: " in err
+
+
+def test_default_paths_leave_the_committed_figure_and_table_alone(tmp_path):
+    """Run from a folder holding a copy of the committed plots/gae_bias_variance.*, as from the
+    repository root, the defaults write to runs/gae/ and leave the copies as they were."""
+    (tmp_path / "plots").mkdir()
+    names = ("gae_bias_variance.csv", "gae_bias_variance.png")
+    for name in names:
+        (tmp_path / "plots" / name).write_bytes((REPO / "plots" / name).read_bytes())
+
+    def committed() -> list[bytes]:
+        """The copies and the real committed files."""
+        return [(folder / name).read_bytes() for folder in (tmp_path / "plots", REPO / "plots")
+                for name in names]
+
+    before = committed()
+    result = run_gae(tmp_path, "--num-envs", "50", "--num-steps", "5", "--num-batches", "1",
+                     "--gae-lambda", "0", "1", "--critic-noise", "0")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert (tmp_path / "runs" / "gae" / names[0]).read_text().startswith("lambda,critic_noise")
+    assert (tmp_path / "runs" / "gae" / names[1]).stat().st_size > 0
+    assert committed() == before
 
 
 @pytest.mark.parametrize("change", [dict(term_prob=0.0), dict(gamma=1.5), dict(gae_lambda=()),

@@ -1,14 +1,20 @@
 """plots/plot.py and plots/benchmark.py on small synthetic run folders with known returns,
-the benchmark's grid as --dry-run prints it, and the skip of a finished run on a second call.
+the benchmark's grid as --dry-run prints it, the skip of a finished run on a second call, and
+the committed results in plots/ left alone by everything but the command that regenerates them
+(checked on a copy of them, so that a regression cannot damage the real ones).
 
 The expected numbers of results.csv are computed here from the synthetic returns with numpy and
 statistics, independently of the code under test.
 """
 
+import contextlib
 import csv
+import dataclasses
+import hashlib
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,14 +57,16 @@ def last_sps(script: str, seed: int) -> int:
     return 1000 + 100 * seed + SCRIPTS.index(script)
 
 
-def write_run(runs_dir, script: str, seed: int, returns: np.ndarray, stamp: int,
-              total_timesteps: int = TOTAL_TIMESTEPS, finished: bool = True) -> None:
+def write_run(parent: Path, script: str, seed: int, returns: np.ndarray, stamp: int,
+              total_timesteps: int = TOTAL_TIMESTEPS, finished: bool = True,
+              **config_changes) -> Path:
     """A run folder as the algorithm scripts write it (the script's default flags on CartPole,
-    as the grid runs it), with the given returns; unfinished: half of its updates.csv rows."""
-    run_dir = runs_dir / f"{ENV}__{script}__{seed}__{stamp}"
+    as the grid runs it, but for config_changes), with the given returns; unfinished: half of
+    its updates.csv rows. Returns the folder."""
+    run_dir = parent / f"{ENV}__{script}__{seed}__{stamp}"
     run_dir.mkdir(parents=True)
     config = dict(exp_name=script, seed=seed, env_id=ENV, total_timesteps=total_timesteps,
-                  num_envs=NUM_ENVS, num_steps=NUM_STEPS[script], max_kl=0.01)
+                  num_envs=NUM_ENVS, num_steps=NUM_STEPS[script], max_kl=0.01, **config_changes)
     batch = NUM_ENVS * NUM_STEPS[script]
     iterations = total_timesteps // batch // (1 if finished else 2)
     (run_dir / "config.json").write_text(json.dumps(config))
@@ -71,6 +79,7 @@ def write_run(runs_dir, script: str, seed: int, returns: np.ndarray, stamp: int,
         + "".join(f"{i * batch},{i},{last_sps(script, seed) - iterations + i},0.1,1.0,0.6,"
                   f"{0.001 * i},0.5\n" for i in range(1, iterations + 1)))
     os.utime(run_dir / "config.json", (stamp, stamp))  # the run's start, for "newest"
+    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +117,8 @@ def summary(synthetic, summary_call):
     with open(out_dir / "results.csv", newline="") as file:
         reader = csv.DictReader(file)
         assert reader.fieldnames == ["script", "env", "steps", "seeds", "mean", "std", "min",
-                                     "max", "steps_to_threshold", "sps"]
+                                     "max", "iqm", "iqm_low", "iqm_high", "steps_to_threshold",
+                                     "sps"]
         return list(reader)
 
 
@@ -122,6 +132,19 @@ def expected_steps_to_threshold(returns: np.ndarray, threshold: float = 475.0) -
 def assert_png(path) -> None:
     """The file exists and starts with the PNG signature."""
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+
+
+def first_axes(monkeypatch, draw):
+    """Call draw() with plt.close kept from closing the figure; return its first axes."""
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    draw()
+    return figures[0].axes[0]
+
+
+def legend_of(ax) -> tuple[list, list[str]]:
+    """The lines of an axes and the labels of its legend."""
+    return ax.get_lines(), [text.get_text() for text in ax.get_legend().get_texts()]
 
 
 # --- the summary: results.csv, the data copies, the figures ---
@@ -140,6 +163,12 @@ def test_results_csv_numbers(summary, script):
     assert float(row["std"]) == pytest.approx(statistics.stdev(finals), rel=1e-5)
     assert float(row["min"]) == pytest.approx(min(finals), rel=1e-5)
     assert float(row["max"]) == pytest.approx(max(finals), rel=1e-5)
+    # three seeds: floor(3 / 4) = 0 cut from each end, the IQM is the mean; a resample repeats
+    # the lowest (highest) seed three times with probability 1/27 = 3.7 % > 2.5 %, so the 95 %
+    # interval runs from the lowest seed to the highest
+    assert float(row["iqm"]) == pytest.approx(statistics.mean(finals), rel=1e-5)
+    assert float(row["iqm_low"]) == pytest.approx(min(finals), rel=1e-5)
+    assert float(row["iqm_high"]) == pytest.approx(max(finals), rel=1e-5)
     threshold_steps = [expected_steps_to_threshold(synthetic_returns(script, seed))
                        for seed in SEEDS]
     assert float(row["steps_to_threshold"]) == statistics.median(threshold_steps)
@@ -172,10 +201,8 @@ def test_kl_figure_draws_the_mean_kl_and_each_scripts_bound(synthetic, monkeypat
     runs_dir, _ = synthetic
     runs = [plot.load_run_dir(runs_dir / f"{ENV}__{script}__{seed}__2000000000")
             for script in SCRIPTS for seed in SEEDS]
-    figures = []
-    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at it
-    plot.plot_kl(runs, tmp_path / "kl.png")
-    (ax,) = figures[0].axes
+    ax = first_axes(monkeypatch, lambda: plot.plot_kl(runs, tmp_path / "kl.png"))
+    assert len(ax.figure.axes) == 1
     lines = {line.get_label(): line for line in ax.get_lines()}
     for script in SCRIPTS:
         x, y = lines[script].get_data()
@@ -223,12 +250,85 @@ def test_plot_draws_one_png_per_env(run_script, synthetic, summary, tmp_path, so
     assert_png(tmp_path / "figures" / f"{ENV}.png")
 
 
-def test_plot_run_folder_without_episodes_exits_2(run_script, assert_clean_error, tmp_path):
-    write_run(tmp_path, "ppo_clip", 1, np.array([]), 2_000_000_000)
-    run_dir = tmp_path / f"{ENV}__ppo_clip__1__2000000000"
+def stop_early(run_dir: Path, what: str) -> Path:
+    """A run folder as an early Ctrl-C leaves it: episodes.csv with its header only, or
+    updates.csv created but never written."""
+    if what == "episodes":
+        (run_dir / "episodes.csv").write_text(
+            "global_step,episodic_return,episodic_length,wall_time\n")
+    else:
+        (run_dir / "updates.csv").write_text("")
+    return run_dir
+
+
+@pytest.mark.parametrize("what", ["episodes", "updates"])
+def test_plot_skips_a_run_folder_stopped_early_and_draws_the_rest(run_script, tmp_path, what):
+    write_run(tmp_path / "runs", "ppo_clip", 1, synthetic_returns("ppo_clip", 1), 2_000_000_000)
+    stopped = stop_early(write_run(tmp_path / "runs", "ppo_clip", 2, np.full(30, 5.0),
+                                   2_000_000_000), what)
+    result = run_script(PLOT, tmp_path / "runs", "--out-dir", tmp_path / "figures")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr_lines
+    assert line.startswith("plot.py: warning: skipped ") and f"no {what}" in line
+    assert str(stopped) in line
+    assert_png(tmp_path / "figures" / f"{ENV}.png")
+
+
+def test_plot_exits_2_when_no_run_folder_has_episodes(run_script, assert_clean_error, tmp_path):
+    run_dir = stop_early(write_run(tmp_path, "ppo_clip", 1, np.full(30, 5.0), 2_000_000_000),
+                         "episodes")
     line = assert_clean_error(run_script(PLOT, run_dir, "--out-dir", tmp_path / "figures"))
+    assert line.startswith("plot.py: error: ")
     assert "no episodes" in line and str(run_dir) in line
     assert not (tmp_path / "figures").exists()
+
+
+def test_plot_splits_curves_by_flags_and_counts_distinct_seeds(monkeypatch, capsys, tmp_path):
+    """Three runs of seed 1 with the default learning rate, in folders at several depths, are
+    one curve of one seed; seeds 1 and 2 with --learning-rate 0.001 another, whose budgets
+    differ: one warning. Keys of config.json that are no Args field, and fields that do not
+    change learning, split nothing."""
+    runs = tmp_path / "runs"
+    for depth, folder in enumerate([runs / "det" / "a", runs / "det" / "b", runs]):
+        write_run(folder, "ppo_clip", 1, synthetic_returns("ppo_clip", 1) + depth,
+                  2_000_000_000, versions={"torch": f"2.{depth}"}, steps_run=1000 + depth,
+                  device=f"cpu{depth}", cuda=depth == 1, runs_dir=str(folder))
+    for seed, budget in ((1, TOTAL_TIMESTEPS), (2, 2 * TOTAL_TIMESTEPS)):
+        write_run(runs / "lr", "ppo_clip", seed, synthetic_returns("ppo_clip", seed) + 10,
+                  1_000_000_000, total_timesteps=budget, learning_rate=0.001)
+    found = plot.find_runs([runs])
+    assert len(found) == 5
+    lines, labels = legend_of(first_axes(
+        monkeypatch, lambda: plot.plot_learning_curves(found, tmp_path / "out")))
+    assert labels == ["ppo_clip (learning_rate=0.001; 2 seeds)",
+                      "ppo_clip (learning_rate=0.002; 1 seed)", "threshold 475"]
+    assert all(len(line.get_xdata()) > 1 for line in lines)  # no curve vanished
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert "ppo_clip (learning_rate=0.001)" in warning
+    assert f"total_timesteps {TOTAL_TIMESTEPS}, {2 * TOTAL_TIMESTEPS}" in warning
+
+
+def test_plot_warns_of_a_curve_too_short_to_draw(monkeypatch, capsys, tmp_path):
+    runs = [plot.load_run_dir(write_run(tmp_path, "trpo", 1, np.array([42.0]), 2_000_000_000))]
+    lines, labels = legend_of(first_axes(
+        monkeypatch, lambda: plot.plot_learning_curves(runs, tmp_path / "out")))
+    assert labels[0] == "trpo (1 seed)" and lines[0].get_marker() == "o"
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert "trpo" in warning and "single point" in warning
+
+
+def test_plot_draws_a_run_and_its_summary_copy_once(synthetic, summary):
+    """runs/ holding both the run folders and a summary's data/ copies of them: each run once."""
+    runs_dir, out_dir = synthetic
+    runs = plot.find_runs([runs_dir, out_dir / "data"])
+    assert len(runs) == len(plot.find_runs([runs_dir]))
+
+
+def test_plot_reads_the_args_fields_of_every_script():
+    """script_args reads Args from the source; it must agree with the dataclass itself."""
+    for module in (vpg, trpo, ppo_clip, ppo_kl):
+        assert plot.script_args(module.__name__) == {
+            field.name: field.default for field in dataclasses.fields(module.Args)}
 
 
 def test_plot_missing_folder_exits_2(run_script, assert_clean_error, tmp_path):
@@ -317,3 +417,181 @@ def test_finished_run_is_skipped_on_a_second_call(run_script, read_csv, tmp_path
     assert "1 finished, 0 to run" in second.stderr
     assert "start" not in second.stdout
     assert sorted((tmp_path / "runs").rglob("*")) == before
+
+
+# --- benchmark.py: the interquartile mean and its bootstrap interval ---
+
+@pytest.mark.parametrize("values, expected", [
+    ([1, 2, 3, 4, 5, 6, 7, 8], (3 + 4 + 5 + 6) / 4),  # n = 8: 2 cut from each end
+    ([3, 1, 10, 2, 7], (2 + 3 + 7) / 3),  # n = 5: floor(1.25) = 1 cut: 1 and 10
+    ([1, 2, 4, 8, 16, 100], (2 + 4 + 8 + 16) / 4),  # n = 6: floor(1.5) = 1 cut: 1 and 100
+    ([1, 2, 3, 4, 5, 6, 7, 8, 90], (3 + 4 + 5 + 6 + 7) / 5),  # n = 9: floor(2.25) = 2 cut
+    ([5, -1, 2], (5 - 1 + 2) / 3),  # n = 3: floor(0.75) = 0 cut, the plain mean
+])
+def test_iqm_is_the_mean_of_the_middle_half(values, expected):
+    assert benchmark.iqm(np.array(values, dtype=float)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_iqm_is_scipys_trim_mean():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(1)
+    for n in range(1, 14):
+        values = rng.standard_normal(n)
+        assert benchmark.iqm(values) == pytest.approx(stats.trim_mean(values, 0.25), rel=1e-12)
+
+
+def test_iqm_interval_covers_the_iqm_and_is_reproducible():
+    values = [2457.0, 2981.0, 3637.0, 3676.0, 3551.0, 2943.0, 2991.0, 2646.0, 1095.0, 3059.0]
+    low, high = benchmark.iqm_interval(values)
+    assert min(values) <= low < benchmark.iqm(np.array(values)) < high <= max(values)
+    assert benchmark.iqm_interval(values) == (low, high)  # a fixed generator, same digits
+    assert benchmark.iqm_interval([500.0] * 5) == (500.0, 500.0)  # nothing to resample
+
+
+# --- unwritable output folders: one line naming the flag, before any work ---
+
+@pytest.fixture(params=["under a file", "/proc/x"])
+def unwritable(request, tmp_path) -> Path:
+    """A folder no one can create: below a regular file, or in /proc (Linux)."""
+    if request.param == "/proc/x":
+        if not Path("/proc").is_dir():
+            pytest.skip("no /proc here")
+        return Path("/proc/x")
+    (tmp_path / "a_file").write_text("")
+    return tmp_path / "a_file" / "x"
+
+
+@pytest.mark.parametrize("script, argv, flag", [
+    (PLOT, ["{runs}", "--out-dir", "{bad}"], "--out-dir"),
+    (BENCHMARK, ["--summary-only", "--runs-dir", "{runs}", "--out-dir", "{bad}"], "--out-dir"),
+    (BENCHMARK, ["--envs", ENV, "--scripts", "ppo_clip", "--seeds", "1", "--total-timesteps",
+                 "256", "--runs-dir", "{new}", "--out-dir", "{bad}"], "--out-dir"),
+    (BENCHMARK, ["--envs", ENV, "--scripts", "ppo_clip", "--seeds", "1", "--total-timesteps",
+                 "256", "--runs-dir", "{bad}"], "--runs-dir"),
+])
+def test_unwritable_folder_exits_2_before_any_work(run_script, assert_clean_error, synthetic,
+                                                   unwritable, tmp_path, script, argv, flag):
+    runs_dir, _ = synthetic
+    paths = dict(runs=runs_dir, bad=unwritable, new=tmp_path / "new_runs")
+    line = assert_clean_error(run_script(script, *(arg.format(**paths) for arg in argv)))
+    assert line.startswith(f"{Path(script).name}: error: {flag} {unwritable}: "), line
+    assert not (tmp_path / "new_runs").exists()  # no run started
+
+
+# --- the committed results: only the command that regenerates them rewrites them ---
+
+def snapshot(folder: Path, figures: bool = True) -> dict[str, str]:
+    """{path inside the folder: sha256} of every file under it (but the PNGs if not figures)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and (figures or p.suffix != ".png")}
+
+
+@pytest.fixture(scope="module")
+def committed_copy(tmp_path_factory) -> Path:
+    """A copy of what the summary reads and writes: the scripts (benchmark.py reads their
+    Args), plots/*.py, and the committed results.csv, figures and data/."""
+    root = tmp_path_factory.mktemp("repository")
+    (root / "plots").mkdir()
+    for pattern in ("*.py", "plots/*.py", "plots/*.png", "plots/results.csv"):
+        for path in REPO_ROOT.glob(pattern):
+            shutil.copyfile(path, root / path.relative_to(REPO_ROOT))
+    shutil.copytree(REPO_ROOT / "plots" / "data", root / "plots" / "data")
+    return root
+
+
+@contextlib.contextmanager
+def committed_unchanged(copy: Path, figures: bool = True):
+    """Assert that the copy's plots/ (its figures too, unless not figures) and the real plots/
+    are, after the block, as they were before it."""
+    def state():
+        return snapshot(copy / "plots", figures), snapshot(REPO_ROOT / "plots")
+
+    before = state()
+    yield
+    assert state() == before
+
+
+def run_in(root: Path, script: str, *argv) -> subprocess.CompletedProcess:
+    """python <root>/<script> argv, run from root, as a user runs it from the repository."""
+    return subprocess.run([sys.executable, str(root / script), *map(str, argv)], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_quick_check_writes_to_the_users_folder(committed_copy):
+    """The quick check of the issue, as typed, from the repository root: it used to cut
+    plots/results.csv to one row and delete the CSVs of plots/data/CartPole-v1."""
+    write_run(committed_copy / "runs" / "benchmark", "ppo_clip", 1,
+              synthetic_returns("ppo_clip", 1), 2_000_000_000, total_timesteps=4096)
+    with committed_unchanged(committed_copy):
+        result = run_in(committed_copy, BENCHMARK, "--summary-only", "--envs", ENV, "--scripts",
+                        "ppo_clip", "--seeds", 1, "--total-timesteps", 4096)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    with open(committed_copy / "runs" / "benchmark" / "summary" / "results.csv") as file:
+        assert [row["script"] for row in csv.DictReader(file)] == ["ppo_clip"]
+
+
+@pytest.mark.parametrize("mode", [["--summary-only"], []])
+def test_a_budget_into_plots_is_refused(committed_copy, mode):
+    with committed_unchanged(committed_copy):
+        result = run_in(committed_copy, BENCHMARK, *mode, "--envs", ENV, "--scripts",
+                        "ppo_clip", "--seeds", 1, "--total-timesteps", 4096, "--out-dir",
+                        "plots", "--runs-dir", "new_runs")
+    assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("benchmark.py: error: --total-timesteps 4096 with --out-dir plots")
+    assert result.stdout == "" and not (committed_copy / "new_runs").exists()  # nothing ran
+
+
+def test_the_committed_results_regenerate_from_the_committed_data(committed_copy, tmp_path):
+    """--summary-only --out-dir plots with no run of the grid's flags in --runs-dir (one of
+    another budget, left out): results.csv comes back byte for byte and data/ is untouched.
+    The figures are redrawn; they are not compared, as their bytes may follow matplotlib's
+    version."""
+    write_run(tmp_path / "runs", "ppo_clip", 1, synthetic_returns("ppo_clip", 1), 2_000_000_000)
+    with committed_unchanged(committed_copy, figures=False):
+        result = run_in(committed_copy, BENCHMARK, "--summary-only", "--out-dir", "plots",
+                        "--runs-dir", tmp_path / "runs")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "left out 1 finished run(s)" in line
+
+
+def test_the_summary_merges_a_new_run_into_the_copies(run_script, read_csv, tmp_path):
+    """An --out-dir holding the committed CartPole copies and their rows of results.csv; one new
+    full-budget run of ppo_clip seed 1 replaces its copy, and nothing else changes but that
+    row, whose numbers come from the new run and the four other committed seeds."""
+    out_dir, committed = tmp_path / "out", REPO_ROOT / "plots" / "data" / ENV
+    shutil.copytree(committed, out_dir / "data" / ENV)
+    header, *lines = (REPO_ROOT / "plots" / "results.csv").read_text().splitlines()
+    (out_dir / "results.csv").write_text(
+        "\n".join([header, *(line for line in lines if line.split(",")[1] == ENV)]) + "\n")
+    with open(out_dir / "results.csv", newline="") as file:
+        rows = {(r["script"], r["env"]): r for r in csv.DictReader(file)}
+    assert len(rows) == 4
+    before = snapshot(out_dir / "data")
+    returns = synthetic_returns("ppo_clip", 1)
+    run_dir = write_run(tmp_path / "runs", "ppo_clip", 1, returns, 2_000_000_000,
+                        total_timesteps=100_000)
+    result = run_script(BENCHMARK, "--summary-only", "--runs-dir", tmp_path / "runs",
+                        "--out-dir", out_dir)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+    after = snapshot(out_dir / "data")
+    assert set(after) == set(before)  # nothing removed, nothing else added
+    assert {name for name in before if after[name] != before[name]} == {
+        f"{ENV}/ppo_clip__1__{name}" for name in plot.DATA_FILES}
+    for name in plot.DATA_FILES:
+        assert (out_dir / "data" / ENV / f"ppo_clip__1__{name}").read_bytes() == (
+            run_dir / name).read_bytes()
+    with open(out_dir / "results.csv", newline="") as file:
+        merged = {(r["script"], r["env"]): r for r in csv.DictReader(file)}
+    assert list(merged) == list(rows)  # no row lost
+    for key in rows:
+        if key != ("ppo_clip", ENV):
+            assert merged[key] == rows[key]
+    finals = [float(np.mean(returns[-20:]))] + [
+        float(np.mean(read_csv(committed / f"ppo_clip__{seed}__episodes.csv")
+                      ["episodic_return"][-20:])) for seed in (2, 3, 4, 5)]
+    assert merged[("ppo_clip", ENV)]["seeds"] == "5"
+    assert float(merged[("ppo_clip", ENV)]["mean"]) == pytest.approx(statistics.mean(finals),
+                                                                      rel=1e-5)
