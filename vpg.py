@@ -287,12 +287,12 @@ def train(args: Args) -> Path:
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     device = choose_device(args)
-    log = RunLog(args, device, [], num_iterations * batch_size)
+    log = RunLog(args, device, ["policy_loss", "value_loss", "entropy", "kl",
+                                "explained_variance"], num_iterations * batch_size)
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id, i, args.capture_video, log.run_dir, args.gamma, args.normalize)
          for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    obs_dim = envs.single_observation_space.shape[0]
-    action_shape = envs.single_action_space.shape
+    obs_dim, action_shape = envs.single_observation_space.shape[0], envs.single_action_space.shape
     actor = Actor(obs_dim, envs.single_action_space, args.hidden_size, args.log_std_init).to(device)
     critic = Critic(obs_dim, args.hidden_size).to(device)
     # the critic has its own optimizer: the actor takes one gradient step per batch, the critic
@@ -502,7 +502,7 @@ class RunLog:
     episodes.csv and updates.csv, and the progress lines. Rows are flushed as they are written,
     so a run that stops (Ctrl-C, an error) keeps every one of them."""
 
-    def __init__(self, args: Args, device: torch.device, own_columns: list[str], steps: int):
+    def __init__(self, args: Args, device: torch.device, columns: list[str], steps: int):
         name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
         try:
             Path(args.runs_dir).mkdir(parents=True, exist_ok=True)  # a dangling link fails
@@ -524,8 +524,7 @@ class RunLog:
         self.episodes = open(self.run_dir / "episodes.csv", "w", buffering=1)  # line-buffered
         self.updates = open(self.run_dir / "updates.csv", "w", buffering=1)
         self.write(self.episodes, "global_step", "episodic_return", "episodic_length", "wall_time")
-        self.columns = ["policy_loss", "value_loss", "entropy", "kl", "explained_variance",
-                        *own_columns]
+        self.columns = columns  # of updates.csv, after global_step, iteration and sps
         self.write(self.updates, "global_step", "iteration", "sps", *self.columns)
         print(f"{args.env_id}, seed {args.seed}: {steps:,} steps"
               + (f" (--total-timesteps {args.total_timesteps:,} rounded down to whole batches)"
@@ -556,8 +555,8 @@ class RunLog:
         sps = int(global_step / (time.time() - self.start))
         self.write(self.updates, global_step, iteration, sps, *(row[c] for c in self.columns))
         if iteration % self.print_every == 0 or global_step == self.steps:
-            shown = "".join(f" | {name} {row[name]:.3g}" for name in self.columns[3:]
-                            if name != "explained_variance")
+            shown = "".join(f" | {name} {row[name]:.3g}" for name in self.columns if name
+                            not in ("policy_loss", "value_loss", "entropy", "explained_variance"))
             print(f"step {global_step:,}/{self.steps:,} ({100 * global_step / self.steps:.0f}%) | "
                   f"{self.mean_return()} | {sps:,} steps/s{shown} | "
                   f"ETA {(self.steps - global_step) / max(sps, 1):.0f}s", flush=True)

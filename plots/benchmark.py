@@ -99,12 +99,16 @@ class EnvGrid(NamedTuple):
     flags: dict[str, str]
 
 
+# vpg is left out of the MuJoCo grid: its committed three-seed runs are kept and summarised as
+# they are, but it is no contender there (a few hundred on Hopper-v5 where the others pass 3,000)
+MUJOCO = dict.fromkeys(("trpo", "ppo_clip", "ppo_kl"), 1_000_000)
 GRID = {  # CartPole runs every script with its defaults (vpg needs twice the steps)
     "CartPole-v1": EnvGrid({**dict.fromkeys(SCRIPTS, 100_000), "vpg": 200_000},
                            (1, 2, 3, 4, 5), {}),
     "Pendulum-v1": EnvGrid(dict.fromkeys(SCRIPTS, 200_000), (1, 2, 3), CONTINUOUS_FLAGS),
-    "Hopper-v5": EnvGrid(dict.fromkeys(SCRIPTS, 1_000_000), (1, 2, 3), CONTINUOUS_FLAGS),
-    "HalfCheetah-v5": EnvGrid(dict.fromkeys(SCRIPTS, 1_000_000), (1, 2, 3), CONTINUOUS_FLAGS),
+    "Hopper-v5": EnvGrid(MUJOCO, (1, 2, 3, 4, 5), CONTINUOUS_FLAGS),
+    "HalfCheetah-v5": EnvGrid(MUJOCO, (1, 2, 3, 4, 5), CONTINUOUS_FLAGS),
+    "Walker2d-v5": EnvGrid(MUJOCO, (1, 2, 3, 4, 5), CONTINUOUS_FLAGS),
 }
 RESULT_COLUMNS = ["script", "env", "steps", "seeds", "mean", "std", "min", "max", "iqm",
                   "iqm_low", "iqm_high", "steps_to_threshold", "sps"]
@@ -159,7 +163,7 @@ def grid_cells(args: Args) -> list[Cell]:
     """The runs of GRID that --scripts, --envs and --seeds select, in GRID's order."""
     return [grid_cell(script, env_id, seed, args.total_timesteps)
             for env_id, env in GRID.items() if env_id in args.envs
-            for script in SCRIPTS if script in args.scripts
+            for script in SCRIPTS if script in args.scripts and script in env.steps
             for seed in (env.seeds if args.seeds is None else args.seeds)]
 
 
@@ -324,7 +328,7 @@ def copy_data(runs: list[plot.Run], data_dir: Path) -> None:
 def off_grid(config: dict, script: str, env_id: str, seed: int,
              total_timesteps: int | None) -> bool:
     """A run of a grid (script, env) whose config disagrees with GRID's command for it."""
-    return env_id in GRID and script in SCRIPTS and not agrees(
+    return env_id in GRID and script in GRID[env_id].steps and not agrees(
         config, grid_cell(script, env_id, seed, total_timesteps))
 
 
