@@ -7,6 +7,7 @@ once; the short runs that every script shares are in test_end_to_end.py.
 """
 
 import importlib.util
+import math
 
 import pytest
 import torch
@@ -56,6 +57,31 @@ def test_clipped_objective_is_a_lower_bound_of_the_unclipped_surrogate(
 
 
 # --- The Surrogate Objective: grad[r A] = r grad[log pi] A, so at theta = theta' ... ---
+
+def probability(actor, obs, actions) -> torch.Tensor:
+    """π(a|s) written out from the network's outputs, not through torch.distributions: the
+    softmax of the logits, or the product of the Gaussian densities per action dimension."""
+    out = actor.net(obs)
+    if actor.continuous:
+        std = actor.log_std.exp()
+        density = torch.exp(-0.5 * ((actions - out) / std) ** 2) / (std * math.sqrt(2 * math.pi))
+        return density.prod(-1)
+    return torch.softmax(out, -1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+
+def test_probability_ratio_is_the_quotient_of_the_two_probabilities(make_actor, moved_copy,
+                                                                     head):
+    """r_t(θ) = π_θ(a_t|s_t) / π_θ'(a_t|s_t) [The Surrogate Objective], formed in log space."""
+    old_actor, obs = make_actor(ppo_clip, head, dtype=torch.float64)
+    actor = moved_copy(old_actor)
+    with torch.no_grad():
+        actions = old_actor(obs).sample()
+        ratio = ppo_clip.probability_ratio(actor(obs).log_prob(actions),
+                                           old_actor(obs).log_prob(actions))
+        expected = probability(actor, obs, actions) / probability(old_actor, obs, actions)
+    assert (expected - 1).abs().max() > 0.1  # the two policies differ
+    torch.testing.assert_close(ratio, expected)
+
 
 def test_surrogate_gradient_equals_policy_gradient_at_theta_old(make_actor, head):
     actor, obs = make_actor(ppo_clip, head)

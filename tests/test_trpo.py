@@ -64,6 +64,31 @@ def test_conjugate_gradient_uses_exactly_iters_products_when_stopped_early():
     assert (x - exact) @ A @ (x - exact) < exact @ A @ exact
 
 
+# --- L(θ) and the mean KL at a θ ≠ θ' [The Surrogate Objective; TRPO's problem] ---
+
+def test_surrogate_and_kl_are_the_mean_weighted_advantage_and_the_mean_kl(make_actor,
+                                                                          moved_copy):
+    """Categorical, written out with the probabilities: L(θ) = (1/n) Σ_t π_θ(a_t|s_t) /
+    π_θ'(a_t|s_t) A_t and the mean over states of Σ_a π_θ'(a|s) log(π_θ'(a|s) / π_θ(a|s))."""
+    old_actor, obs = make_actor(trpo, "categorical", dtype=torch.float64)
+    actor = moved_copy(old_actor)
+    advantages = torch.randn(len(obs), generator=torch.Generator().manual_seed(5),
+                             dtype=torch.float64)
+    with torch.no_grad():
+        old_dist = old_actor(obs)
+        actions = old_dist.sample()
+        surrogate, kl = trpo.surrogate_and_kl(actor, old_dist, obs, actions,
+                                              old_dist.log_prob(actions), advantages)
+        p_new, p_old = (torch.softmax(a.net(obs), -1) for a in (actor, old_actor))
+    n = len(obs)
+    expected_surrogate = sum(p_new[t, actions[t]] / p_old[t, actions[t]] * advantages[t]
+                             for t in range(n)) / n
+    expected_kl = sum((p_old[t] * (p_old[t] / p_new[t]).log()).sum() for t in range(n)) / n
+    assert expected_kl > 0.01  # θ ≠ θ'
+    assert surrogate.item() == pytest.approx(expected_surrogate.item(), rel=1e-10)
+    assert kl.item() == pytest.approx(expected_kl.item(), rel=1e-10)
+
+
 # --- F v: the Hessian of the mean KL at theta = theta', times v, never formed ---
 
 def kl_gradient(actor, old_dist, obs) -> torch.Tensor:
