@@ -22,6 +22,7 @@ Figures go to runs/plots/ unless --out-dir says otherwise; the committed figures
 rewritten only when asked for by name:
     python plots/plot.py plots/data --kl --out-dir plots    # plots/<env>.png and plots/kl.png
     python plots/plot.py --clip-objective --out-dir plots   # plots/clip_objective.png
+    python plots/plot.py --trust-region --out-dir plots     # plots/trust_region.png
 
 Examples:
     python plots/plot.py runs                               # every run under runs/, runs/plots/
@@ -29,11 +30,14 @@ Examples:
 """
 
 import ast
+import contextlib
 import csv
 import functools
+import io
 import json
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -81,6 +85,9 @@ class Args:
     """also draw kl.png: the exact KL per update on CartPole-v1 and Hopper-v5"""
     clip_objective: bool = False
     """draw clip_objective.png (L^CLIP against r, from ppo_clip.clipped_surrogate_loss)"""
+    trust_region: bool = False
+    """draw trust_region.png (two real TRPO updates on CartPole-v1 along their full step: the
+    true KL and surrogate beside TRPO's models of them; trains trpo.py for some 15 s)"""
 
 
 class Run(NamedTuple):
@@ -444,10 +451,255 @@ def plot_clip_objective(path: Path) -> Path:
     return path
 
 
+TRUST_REGION_STEPS = (512, 20_480)
+"""environment steps trpo.py trains (CartPole-v1, default flags, seed 1) before each update of
+trust_region.png: one iteration (early), and 40 (late: the last 20 episodes return 442 of 500,
+mostly learned, and the updates still move the policy; 8 s of training here)"""
+
+
+def import_trpo():
+    """trpo.py, imported only where a figure needs it: torch and gymnasium take seconds."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    import trpo
+
+    return trpo
+
+
+@dataclass
+class TrustRegionUpdate:
+    """One TRPO update as train's step 3 computes it, from trpo.py's own functions, with the
+    values at α = 1 (the full step x) of the models TRPO makes of the KL and of L."""
+
+    args: object  # trpo.Args, the defaults
+    iteration: int  # the update's number in train's count (updates.csv's iteration)
+    global_step: int  # environment steps when train makes it (updates.csv's global_step)
+    actor: object  # trpo.Actor, at θ'
+    batch: tuple  # (old_dist, obs, actions, old_logprobs, advantages): surrogate_and_kl's inputs
+    theta_old: object  # θ', flat
+    full_step: object  # x = sqrt(2δ / sᵀ(F + cI)s) s, s = CG((F + cI), g)
+    fisher_model: float  # ½ xᵀFx, F undamped: the KL to second order
+    damped_model: float  # ½ xᵀ(F + cI)x: the model trust_region_step puts on δ
+    linear_model: float  # g · x: L(θ' + x) - L(θ') to first order
+    tried: list[tuple[float, float, float]]  # the line search's (α^k, L - L(θ'), mean KL)
+    accepted: bool
+
+
+def trained_trpo(total_timesteps: int, runs_dir: Path):
+    """trpo.train on CartPole-v1 with the default flags and seed, then (args, actor, critic,
+    environment steps run) reloaded from its model.pt and config.json."""
+    trpo = import_trpo()
+    import torch
+
+    args = trpo.Args(total_timesteps=total_timesteps, save_model=True, runs_dir=str(runs_dir))
+    with contextlib.redirect_stdout(io.StringIO()):  # its progress lines are not the figure's
+        run_dir = trpo.train(args)
+    checkpoint = torch.load(run_dir / "model.pt", weights_only=True)
+    env = trpo.make_env(args.env_id, 0, False, run_dir, args.gamma, args.normalize)()
+    actor = trpo.Actor(env.observation_space.shape[0], env.action_space, args.hidden_size)
+    critic = trpo.Critic(env.observation_space.shape[0], args.hidden_size)
+    env.close()
+    actor.load_state_dict(checkpoint["actor"])
+    critic.load_state_dict(checkpoint["critic"])
+    steps = json.loads((run_dir / "config.json").read_text())["steps_run"]
+    return args, actor, critic, steps
+
+
+def collect_batch(args, actor, critic) -> tuple:
+    """One batch of π_θ' as train's steps 1-2 collect it (N envs with SAME_STEP autoreset,
+    actor.sample, GAE with the critic, the same advantage normalisation), seeded by args.seed:
+    surrogate_and_kl's inputs (old_dist, obs, actions, old_logprobs, advantages)."""
+    trpo = import_trpo()
+    import gymnasium as gym
+    import torch
+
+    torch.manual_seed(args.seed)  # actor.sample's draws
+    envs = gym.vector.SyncVectorEnv(
+        [trpo.make_env(args.env_id, i, False, REPO_ROOT, args.gamma, args.normalize)
+         for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    columns = {name: [] for name in ("obs", "next_obs", "actions", "rewards", "terms", "dones")}
+    next_obs, _ = envs.reset(seed=args.seed)
+    for _ in range(args.num_steps):
+        obs = next_obs
+        with torch.no_grad():
+            action = actor.sample(torch.as_tensor(obs)).numpy()
+        next_obs, reward, terminated, truncated, info = envs.step(action)
+        true_next = next_obs.copy()
+        if "final_obs" in info:  # an env that ended was reset: its true s_{t+1} is final_obs
+            true_next[info["_final_obs"]] = np.stack(info["final_obs"][info["_final_obs"]])
+        for name, value in zip(columns, (obs, true_next, action, reward, terminated,
+                                         terminated | truncated)):
+            columns[name].append(np.asarray(value, dtype=np.float32))  # train's float32 rows
+    envs.close()
+    obs, next_obs, actions, rewards, terms, dones = (torch.as_tensor(np.stack(v))
+                                                     for v in columns.values())  # [T, N, ...]
+    with torch.no_grad():
+        values = critic(obs)
+        advantages = trpo.compute_gae(rewards, values, critic(next_obs), terms, dones,
+                                      args.gamma, args.gae_lambda).reshape(-1)
+        b_obs = obs.reshape(-1, obs.shape[-1])
+        b_actions = actions.reshape(-1, *actions.shape[2:])
+        old_dist = actor(b_obs)
+        if args.norm_adv:  # as train does before its step
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        return old_dist, b_obs, b_actions, old_dist.log_prob(b_actions), advantages
+
+
+def trust_region_update(total_timesteps: int, runs_dir: Path) -> TrustRegionUpdate:
+    """The update train makes after total_timesteps of training, on a fresh batch: g, the KL's
+    gradient, CG, trust_region_step and line_search, as in train's step 3 with the default Args.
+    The line search's evaluations are recorded by the function it is given, not by a hook."""
+    trpo = import_trpo()
+    import torch
+    from torch import nn
+    from torch.autograd import grad
+
+    args, actor, critic, steps = trained_trpo(total_timesteps, runs_dir)
+    batch = collect_batch(args, actor, critic)
+    params = list(actor.parameters())
+    surrogate, kl = trpo.surrogate_and_kl(actor, *batch)
+    g = nn.utils.parameters_to_vector(grad(surrogate, params, retain_graph=True))
+    kl_grad = nn.utils.parameters_to_vector(grad(kl, params, create_graph=True))
+
+    def Fvp(v, damping=args.cg_damping):  # v -> (F + cI) v
+        return trpo.fisher_vector_product(kl_grad, params, v, damping)
+
+    search_dir = trpo.conjugate_gradient(Fvp, g, args.cg_iters)
+    full_step = trpo.trust_region_step(search_dir, Fvp(search_dir), args.max_kl).detach()
+    # the models at α = 1, before the line search moves the parameters that F v's graph reads
+    models = [0.5 * (Fvp(full_step, 0.0) @ full_step).item(),
+              0.5 * (Fvp(full_step) @ full_step).item(), (g @ full_step).item()]
+    theta_old = nn.utils.parameters_to_vector(params).detach().clone()
+    evaluations = []
+
+    def surrogate_and_kl_at(theta):  # train's, and it keeps what the line search evaluates
+        nn.utils.vector_to_parameters(theta, params)
+        evaluations.append(tuple(x.item() for x in trpo.surrogate_and_kl(actor, *batch)))
+        return evaluations[-1]
+
+    with torch.no_grad():
+        _, _, accepted, _ = trpo.line_search(surrogate_and_kl_at, theta_old, full_step,
+                                             args.max_kl, args.backtrack_coef,
+                                             args.backtrack_iters)
+        nn.utils.vector_to_parameters(theta_old, params)  # back to θ' for the curves
+    (surrogate_old, _), *tried = evaluations  # its first evaluation is at θ'
+    tried = [(args.backtrack_coef**k, surrogate - surrogate_old, kl)
+             for k, (surrogate, kl) in enumerate(tried)]
+    batch_size = args.num_envs * args.num_steps
+    return TrustRegionUpdate(args, steps // batch_size + 1, steps + batch_size, actor, batch,
+                             theta_old, full_step, *models, tried, accepted)
+
+
+def trust_region_updates(steps: tuple[int, ...] = TRUST_REGION_STEPS) -> list[TrustRegionUpdate]:
+    """One update after each number of training steps; the training runs go to a temporary
+    folder, deleted after."""
+    with tempfile.TemporaryDirectory() as runs_dir:
+        return [trust_region_update(total, Path(runs_dir)) for total in steps]
+
+
+@dataclass
+class TrustRegionCurves:
+    """Along x(α) = α x (x the full step) of one update, each array over alphas: the measured
+    mean KL and surrogate improvement, and the models TRPO takes for them."""
+
+    alphas: np.ndarray
+    true_kl: np.ndarray  # mean_kl(π_θ', π_θ'+x(α)), nats
+    fisher_kl: np.ndarray  # ½ x(α)ᵀF x(α), F undamped: the KL to second order
+    damped_kl: np.ndarray  # ½ x(α)ᵀ(F + cI) x(α): δ at α = 1
+    true_gain: np.ndarray  # L(θ' + x(α)) - L(θ')
+    linear_gain: np.ndarray  # g · x(α): L to first order
+
+
+def surrogate_and_kl_along(update: TrustRegionUpdate, alphas) -> np.ndarray:
+    """[(L(θ' + α x), mean KL)] for each α, from trpo.surrogate_and_kl; the actor ends at θ'."""
+    import torch
+    from torch import nn
+
+    trpo, params = import_trpo(), list(update.actor.parameters())
+    values = []
+    with torch.no_grad():
+        for alpha in alphas:
+            nn.utils.vector_to_parameters(update.theta_old + alpha * update.full_step, params)
+            values.append([x.item() for x in trpo.surrogate_and_kl(update.actor, *update.batch)])
+        nn.utils.vector_to_parameters(update.theta_old, params)
+    return np.array(values).reshape(-1, 2)
+
+
+def trust_region_curves(update: TrustRegionUpdate, alphas) -> TrustRegionCurves:
+    """The curves of one update at the given α; the models are α² (α for g · x) times their
+    value at the full step."""
+    alphas = np.asarray(alphas, dtype=float)
+    surrogate, kl = surrogate_and_kl_along(update, np.concatenate([[0.0], alphas])).T
+    return TrustRegionCurves(alphas, kl[1:], update.fisher_model * alphas**2,
+                             update.damped_model * alphas**2, surrogate[1:] - surrogate[0],
+                             update.linear_model * alphas)
+
+
+def draw_trust_region_update(axes, update: TrustRegionUpdate, curves: TrustRegionCurves) -> None:
+    """Left: the KL and its models with δ; right: the surrogate and its linear model; on both
+    the points the line search tried, the accepted one starred. Titles give the numbers."""
+    delta, tried = update.args.max_kl, np.array(update.tried)
+    where = f"iteration {update.iteration}, global step {update.global_step:,}"
+    if update.accepted and len(tried) == 1:
+        outcome = "line search: the full step (alpha = 1) accepted, 0 backtracks"
+    elif update.accepted:
+        outcome = (f"line search: alpha = {tried[-1, 0]:.3g} accepted after {len(tried) - 1} "
+                   f"backtrack{'' if len(tried) == 2 else 's'}")
+    else:
+        outcome = f"line search: NO STEP ACCEPTED in {len(tried)} tries, theta' kept"
+    kl_numbers = (f"full step: KL = {tried[0, 2] / delta:.2f} delta, 1/2 x^T F x = "
+                  f"{update.fisher_model / delta:.2f} delta")
+    gain_numbers = (f"at alpha = {tried[-1, 0]:.3g}: true {tried[-1, 1]:.4f}, linear "
+                    f"{update.linear_model * tried[-1, 0]:.4f}")
+    panels = ((axes[0], f"{where}: KL constraint\n{kl_numbers}\n{outcome}", tried[:, 2],
+               "mean KL(pi_theta' || pi_theta'+x) (nats)",
+               [(curves.true_kl, "true mean KL (mean_kl)", COLORS["trpo"], "-"),
+                (curves.fisher_kl, "1/2 x^T F x (second order, undamped F)", "black", "--"),
+                (curves.damped_kl, f"1/2 x^T (F + cI) x, c = {update.args.cg_damping:g} (sets "
+                 "the full step)", "grey", ":")]),
+              (axes[1], f"{where}: surrogate\n{gain_numbers}\n{outcome}", tried[:, 1],
+               "L(theta'+x) - L(theta') (normalised advantage)",
+               [(curves.true_gain, "true surrogate improvement", COLORS["trpo"], "-"),
+                (curves.linear_gain, "g . x (first order)", "black", "--")]))
+    for ax, title, tried_y, ylabel, lines in panels:
+        for y, label, color, linestyle in lines:
+            ax.plot(curves.alphas, y, color=color, linestyle=linestyle, label=label)
+        if ax is axes[0]:
+            ax.axhline(delta, color="tab:red", linewidth=1, label=f"delta = max_kl = {delta:g}")
+        ax.plot(tried[:, 0], tried_y, "o", mfc="none", color="tab:blue",
+                label=f"tried: alpha = {update.args.backtrack_coef:g}^k, k = 0, 1, ...")
+        if update.accepted:
+            ax.plot(tried[-1, 0], tried_y[-1], "*", color="tab:green", markersize=14,
+                    label="accepted")
+        ax.axvline(1.0, color="black", linewidth=0.5)
+        ax.set(title=title, xlabel="alpha (the step is alpha * full_step)", ylabel=ylabel)
+        ax.title.set_fontsize("medium")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize="small")
+
+
+def plot_trust_region(path: Path, updates: list[TrustRegionUpdate] | None = None) -> Path:
+    """trust_region.png: one row per update (trust_region_updates() unless given)."""
+    updates = trust_region_updates() if updates is None else updates
+    fig, axes = plt.subplots(len(updates), 2, figsize=(12, 5 * len(updates)), squeeze=False)
+    for row, update in zip(axes, updates):
+        draw_trust_region_update(row, update, trust_region_curves(update,
+                                                                  np.linspace(0.0, 1.5, 61)))
+    args = updates[0].args
+    fig.suptitle(f"TRPO on {args.env_id} (trpo.py defaults, seed {args.seed}): one update along "
+                 "its full step x, true KL and surrogate against TRPO's models of them")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(args: Args) -> None:
     """Draw what the flags ask for and print the paths written."""
-    if not args.run_dirs and not args.clip_objective:
-        fail("give at least one run folder (or plots/data), or --clip-objective")
+    if not args.run_dirs and not args.clip_objective and not args.trust_region:
+        fail("give at least one run folder (or plots/data), --clip-objective or "
+             "--trust-region")
     written = []
     runs = find_runs(list(args.run_dirs)) if args.run_dirs else []
     writable_folder("--out-dir", args.out_dir)  # after reading, before drawing
@@ -457,6 +709,8 @@ def main(args: Args) -> None:
             written.append(plot_kl(runs, args.out_dir / "kl.png"))
     if args.clip_objective:
         written.append(plot_clip_objective(args.out_dir / "clip_objective.png"))
+    if args.trust_region:
+        written.append(plot_trust_region(args.out_dir / "trust_region.png"))
     print("\n".join(map(str, written)))
 
 

@@ -597,3 +597,95 @@ def test_the_summary_merges_a_new_run_into_the_copies(run_script, read_csv, tmp_
     assert merged[("ppo_clip", ENV)]["seeds"] == "5"
     assert float(merged[("ppo_clip", ENV)]["mean"]) == pytest.approx(statistics.mean(finals),
                                                                       rel=1e-5)
+
+
+# --- trust_region.png: two real TRPO updates along their full step ---
+
+@pytest.fixture(scope="module")
+def trust_region_pair(tmp_path_factory) -> list:
+    """The early and the late update of trust_region.png, trained once for all the tests below
+    (about 10 s of training)."""
+    runs_dir = tmp_path_factory.mktemp("trust_region_runs")
+    return [plot.trust_region_update(steps, runs_dir) for steps in plot.TRUST_REGION_STEPS]
+
+
+@pytest.fixture(params=[0, 1], ids=["early", "late"])
+def trust_region_one(request, trust_region_pair):
+    return trust_region_pair[request.param]
+
+
+def test_trust_region_curves_come_from_trpos_functions(trust_region_one):
+    """The figure's curves, models and line-search points, recomputed here with trpo.py's
+    functions at θ' + α x on a copy of the actor."""
+    import copy
+
+    import torch
+    from torch import nn
+    from torch.autograd import grad
+
+    update, alpha = trust_region_one, 0.7
+    old_dist, obs = update.batch[:2]
+    curves = plot.trust_region_curves(update, [alpha])
+    moved = copy.deepcopy(update.actor)
+    with torch.no_grad():
+        nn.utils.vector_to_parameters(update.theta_old + alpha * update.full_step,
+                                      moved.parameters())
+        assert curves.true_kl[0] == pytest.approx(trpo.mean_kl(old_dist, moved(obs)).item(),
+                                                  rel=1e-6)
+        gain = (trpo.surrogate_and_kl(moved, *update.batch)[0]
+                - trpo.surrogate_and_kl(update.actor, *update.batch)[0]).item()
+    assert curves.true_gain[0] == pytest.approx(gain, rel=1e-5)
+    # the models: g and F from the actor at θ', F x by fisher_vector_product, undamped and damped
+    params = list(update.actor.parameters())
+    surrogate, kl = trpo.surrogate_and_kl(update.actor, *update.batch)
+    g = nn.utils.parameters_to_vector(grad(surrogate, params, retain_graph=True))
+    kl_grad = nn.utils.parameters_to_vector(grad(kl, params, create_graph=True))
+    x = update.full_step
+    for damping, model in ((0.0, curves.fisher_kl), (update.args.cg_damping, curves.damped_kl)):
+        quadratic = 0.5 * (trpo.fisher_vector_product(kl_grad, params, x, damping) @ x).item()
+        assert model[0] == pytest.approx(quadratic * alpha**2, rel=1e-5)
+    assert curves.linear_gain[0] == pytest.approx((g @ x).item() * alpha, rel=1e-5)
+    # the line search's points lie on the true curves, at α = backtrack_coef^k
+    tried = np.array(update.tried)
+    assert np.allclose(tried[:, 0], update.args.backtrack_coef ** np.arange(len(tried)))
+    on_curves = plot.trust_region_curves(update, tried[:, 0])
+    assert np.allclose(on_curves.true_gain, tried[:, 1], rtol=1e-6, atol=0)
+    assert np.allclose(on_curves.true_kl, tried[:, 2], rtol=1e-6, atol=0)
+
+
+def test_trust_region_true_kl_is_the_fisher_model_near_zero(trust_region_one):
+    """KL(π_θ' ‖ π_θ'+x) = ½ xᵀFx + O(|x|³): the ratio tends to 1 as α → 0. The KL is computed
+    in float32, ~1e-6 nats at α = 0.01, which bounds how close it can come there (~0.2 %)."""
+    curves = plot.trust_region_curves(trust_region_one, [0.05, 0.01])
+    ratio = curves.true_kl / curves.fisher_kl
+    assert abs(ratio[0] - 1) < 0.05
+    assert abs(ratio[1] - 1) < 0.01
+
+
+def test_trust_region_damped_model_is_delta_at_the_full_step(trust_region_one):
+    """trust_region_step puts ½ xᵀ(F + cI)x on δ; the undamped model stays below it (c > 0)."""
+    curves = plot.trust_region_curves(trust_region_one, [1.0])
+    max_kl = trust_region_one.args.max_kl
+    assert curves.damped_kl[0] == pytest.approx(max_kl, rel=1e-5)
+    assert 0 < curves.fisher_kl[0] < max_kl
+
+
+def test_trust_region_accepted_point_is_inside_and_improves(trust_region_one):
+    """The accepted point satisfies KL ≤ δ and improves L; every point tried before it failed
+    one of the two (the line search takes the first that passes)."""
+    update = trust_region_one
+    max_kl, tried = update.args.max_kl, update.tried
+    assert update.accepted
+    _, gain, kl = tried[-1]
+    assert kl <= max_kl and gain > 0
+    assert all(kl > max_kl or gain <= 0 for _, gain, kl in tried[:-1])
+
+
+def test_trust_region_figure_is_written(trust_region_pair, monkeypatch, capsys, tmp_path):
+    """--trust-region writes <out-dir>/trust_region.png (from the two updates above: no second
+    training) and prints its path."""
+    monkeypatch.setattr(plot, "trust_region_updates", lambda: trust_region_pair)
+    plot.main(tyro.cli(plot.Args, args=["--trust-region", "--out-dir", str(tmp_path)]))
+    path = tmp_path / "trust_region.png"
+    assert capsys.readouterr().out.split() == [str(path)]
+    assert plt.imread(path).shape[:2] == (1200, 1440)  # 2 rows x 2 panels, 12 x 10 in at 120 dpi
