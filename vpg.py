@@ -518,7 +518,7 @@ class RunLog:
         self.print_every = max(1, steps // (args.num_envs * args.num_steps) // 50)  # ~50 lines
         versions = {package: metadata.version(package) for package in
                     ("torch", "gymnasium", "numpy", "mujoco") if find_spec(package)}
-        self.config = {**asdict(args), "steps_run": 0, "device": str(device),
+        self.config = {**asdict(args), "steps_run": 0, "finished": False, "device": str(device),
                        "versions": {"python": platform.python_version(), **versions}}
         (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
         self.episodes = open(self.run_dir / "episodes.csv", "w", buffering=1)  # line-buffered
@@ -564,7 +564,7 @@ class RunLog:
     def close(self, global_step: int) -> None:
         """Record the steps run, close the CSVs and say how the run ended; after a Ctrl-C,
         raise KeyboardInterrupt again (the command line then exits with status 130)."""
-        self.config["steps_run"] = global_step
+        self.config.update(steps_run=global_step, finished=not self.interrupted)
         (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
         self.episodes.close()
         self.updates.close()

@@ -102,10 +102,12 @@ class EnvGrid(NamedTuple):
 # vpg is left out of the MuJoCo grid: its committed three-seed runs are kept and summarised as
 # they are, but it is no contender there (a few hundred on Hopper-v5 where the others pass 3,000)
 MUJOCO = dict.fromkeys(("trpo", "ppo_clip", "ppo_kl"), 1_000_000)
-GRID = {  # CartPole runs every script with its defaults (vpg needs twice the steps)
-    "CartPole-v1": EnvGrid({**dict.fromkeys(SCRIPTS, 100_000), "vpg": 200_000},
+GRID = {  # CartPole runs every script with its defaults (vpg and grpo need twice the steps)
+    "CartPole-v1": EnvGrid({**dict.fromkeys(SCRIPTS, 100_000), "vpg": 200_000,
+                            "grpo": 200_000},
                            (1, 2, 3, 4, 5), {}),
-    "Pendulum-v1": EnvGrid(dict.fromkeys(SCRIPTS, 200_000), (1, 2, 3), CONTINUOUS_FLAGS),
+    "Pendulum-v1": EnvGrid(dict.fromkeys(("vpg", "trpo", "ppo_clip", "ppo_kl"), 200_000),
+                           (1, 2, 3), CONTINUOUS_FLAGS),
     "Hopper-v5": EnvGrid(MUJOCO, (1, 2, 3, 4, 5), CONTINUOUS_FLAGS),
     "HalfCheetah-v5": EnvGrid(MUJOCO, (1, 2, 3, 4, 5), CONTINUOUS_FLAGS),
     "Walker2d-v5": EnvGrid(MUJOCO, (1, 2, 3, 4, 5), CONTINUOUS_FLAGS),
@@ -211,12 +213,16 @@ def agrees(config: dict, cell: Cell) -> bool:
 
 
 def finished_config(run_dir: Path) -> dict | None:
-    """The config of a finished run folder (one updates.csv row per iteration), else None."""
+    """The config of a finished run folder, else None: the scripts record "finished" in
+    config.json when a run ends (grpo's iterations vary in length); older runs are finished
+    with one updates.csv row per iteration."""
     try:
         config = json.loads((run_dir / "config.json").read_text())
         if not (isinstance(config["exp_name"], str) and isinstance(config["env_id"], str)
                 and isinstance(config["seed"], int)):
             return None
+        if "finished" in config:
+            return config if config["finished"] is True else None
         iterations = config["total_timesteps"] // (config["num_envs"] * config["num_steps"])
         with open(run_dir / "updates.csv") as file:
             rows = sum(1 for line in file if line.strip()) - 1

@@ -55,8 +55,8 @@ WINDOW = 20
 """episodes in the moving mean of the curves, the final score and the threshold test"""
 THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0}
 """return that counts as solved: the 20-episode moving mean first reaching it"""
-SCRIPTS = ("vpg", "trpo", "ppo_clip", "ppo_kl")
-COLORS = dict(zip(SCRIPTS, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+SCRIPTS = ("vpg", "trpo", "ppo_clip", "ppo_kl", "grpo")
+COLORS = dict(zip(SCRIPTS, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")))
 LINESTYLES = ("-", "--", "-.", ":")
 """one per set of flags of the same script, which keeps the script's colour"""
 DATA_FILES = ("episodes.csv", "updates.csv", "config.json")

@@ -177,7 +177,9 @@ def read_csv():
 
 def _assert_run_folder(run_dir: Path, args, own_columns: list[str]) -> None:
     config = json.loads((run_dir / "config.json").read_text())
-    assert set(config) == {f.name for f in fields(args)} | {"versions", "device", "steps_run"}
+    assert set(config) == ({f.name for f in fields(args)}
+                           | {"versions", "device", "steps_run", "finished"})
+    assert config["finished"] is True
     assert {k: config[k] for k in asdict(args)} == json.loads(json.dumps(asdict(args)))
     assert config["device"] == "cpu"
     assert {"python", "torch", "gymnasium", "numpy", "mujoco"} <= set(config["versions"])

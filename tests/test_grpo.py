@@ -254,7 +254,8 @@ def test_run_folder_has_the_documented_files_and_counts_only_real_steps(trained,
     args, run_dir = trained(grpo, **flags)
     config = json.loads((run_dir / "config.json").read_text())
     assert set(config) == {f.name for f in dataclasses.fields(args)} | {
-        "versions", "device", "steps_run"}
+        "versions", "device", "steps_run", "finished"}
+    assert config["finished"] is True
     assert {k: config[k] for k in dataclasses.asdict(args)} == json.loads(
         json.dumps(dataclasses.asdict(args)))
 

@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO_ROOT / "plots"))
 import benchmark  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import plot  # noqa: E402
-import ppo_clip  # noqa: E402  (the repository root is on sys.path through benchmark)
+import grpo  # noqa: E402  (the repository root is on sys.path through benchmark)
+import ppo_clip  # noqa: E402
 import ppo_kl  # noqa: E402
 import trpo  # noqa: E402
 import vpg  # noqa: E402
@@ -347,9 +348,10 @@ def dry_run(run_script, *argv) -> list[str]:
 
 def test_dry_run_lists_the_whole_grid(run_script, tmp_path):
     lines = dry_run(run_script, "--runs-dir", tmp_path / "runs")
-    # every script on CartPole (5 seeds) and Pendulum (3); the MuJoCo tasks without vpg (5 each)
-    assert len(lines) == 4 * 5 + 4 * 3 + 3 * (3 * 5)
-    for env, count in (("CartPole-v1", 20), ("Pendulum-v1", 12), ("Hopper-v5", 15),
+    # every script on CartPole (5 seeds), all but grpo on Pendulum (3); the MuJoCo tasks
+    # without vpg and grpo (5 each)
+    assert len(lines) == 5 * 5 + 4 * 3 + 3 * (3 * 5)
+    for env, count in (("CartPole-v1", 25), ("Pendulum-v1", 12), ("Hopper-v5", 15),
                        ("HalfCheetah-v5", 15), ("Walker2d-v5", 15)):
         assert sum(f"--env-id {env} " in line for line in lines) == count
     assert not any("vpg.py --env-id Walker2d-v5" in line for line in lines)
@@ -391,9 +393,9 @@ def test_unknown_script_exits_2(run_script, assert_clean_error):
 def test_every_command_of_the_grid_parses_and_passes_check_args(monkeypatch, tmp_path):
     """Each distinct (script, env) command line is valid for its script's Args and check_args."""
     monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the cwd
-    modules = {"vpg": vpg, "trpo": trpo, "ppo_clip": ppo_clip, "ppo_kl": ppo_kl}
+    modules = {"vpg": vpg, "trpo": trpo, "ppo_clip": ppo_clip, "ppo_kl": ppo_kl, "grpo": grpo}
     cells = benchmark.grid_cells(tyro.cli(benchmark.Args, args=["--seeds", "1"]))
-    assert len(cells) == 4 + 4 + 3 * 3  # vpg runs on CartPole and Pendulum only
+    assert len(cells) == 5 + 4 + 3 * 3  # grpo runs on CartPole only, vpg on Pendulum too
     for cell in cells:
         module = modules[cell.script]
         args = tyro.cli(module.Args, args=cell.flags)
@@ -569,7 +571,7 @@ def test_the_summary_merges_a_new_run_into_the_copies(run_script, read_csv, tmp_
         "\n".join([header, *(line for line in lines if line.split(",")[1] == ENV)]) + "\n")
     with open(out_dir / "results.csv", newline="") as file:
         rows = {(r["script"], r["env"]): r for r in csv.DictReader(file)}
-    assert len(rows) == 4
+    assert len(rows) == 5  # the four scripts of the article and grpo
     before = snapshot(out_dir / "data")
     returns = synthetic_returns("ppo_clip", 1)
     run_dir = write_run(tmp_path / "runs", "ppo_clip", 1, returns, 2_000_000_000,
