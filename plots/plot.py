@@ -61,9 +61,10 @@ LINESTYLES = ("-", "--", "-.", ":")
 """one per set of flags of the same script, which keeps the script's colour"""
 DATA_FILES = ("episodes.csv", "updates.csv", "config.json")
 """what benchmark.py copies per run into <out-dir>/data/<env>/<script>__<seed>__<file>"""
-OUTPUT_ONLY = frozenset({"runs_dir", "save_model", "capture_video", "eval_checkpoint",
-                         "eval_episodes"})
-"""Args fields that say what a run writes or evaluates, not what it learns"""
+OUTPUT_ONLY = frozenset({"runs_dir", "exp_name", "save_model", "capture_video",
+                         "eval_checkpoint", "eval_episodes"})
+"""Args fields that say what a run writes or evaluates (exp_name only names its folder), not
+what it learns"""
 NOT_A_VARIANT = OUTPUT_ONLY | {"seed", "cuda", "torch_deterministic", "exp_name", "env_id",
                                "total_timesteps"}
 """Args fields that never split a curve: the seeds are what it averages over, the device and
