@@ -181,10 +181,12 @@ class Args:
 
 
 def make_env(env_id: str, idx: int, capture_video: bool, run_dir: Path, gamma: float,
-             normalize: bool):
+             normalize: bool, scale_reward: bool = True):
     """A thunk for gym.vector.SyncVectorEnv. Every wrapper is per env: gymnasium's vector-level
     observation wrappers refuse autoreset_mode=SAME_STEP, and per env the final observation of
-    an episode reaches info["final_obs"] already normalised, on the critic's own scale."""
+    an episode reaches info["final_obs"] already normalised, on the critic's own scale.
+    scale_reward=False keeps the rewards raw under normalize (where the critic's targets are
+    scaled instead)."""
 
     def thunk() -> gym.Env:
         env = gym.make(env_id, render_mode="rgb_array" if capture_video and idx == 0 else None)
@@ -201,8 +203,9 @@ def make_env(env_id: str, idx: int, capture_video: bool, run_dir: Path, gamma: f
             env = gym.wrappers.NormalizeObservation(env)
             env = gym.wrappers.TransformObservation(env, lambda o: np.clip(o, -10, 10),
                                                     env.observation_space)
-            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
-            env = gym.wrappers.TransformReward(env, lambda r: np.clip(r, -10, 10))
+            if scale_reward:
+                env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+                env = gym.wrappers.TransformReward(env, lambda r: np.clip(r, -10, 10))
         return env
 
     return thunk

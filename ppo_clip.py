@@ -23,7 +23,9 @@ Notation (article -> code):
 Not in the article, each behind a flag: advantage normalisation (--norm-adv), value clipping
 (--vf-clip), entropy bonus (--ent-coef), gradient-norm clipping (--max-grad-norm),
 learning-rate annealing (--anneal-lr), observation normalisation and reward scaling
-(--normalize), early stop on KL (--target-kl). Always on, commented where they are set:
+(--normalize), early stop on KL (--target-kl), advantages recomputed before every epoch
+(--recompute-adv) and value targets scaled by the returns' running std (--scale-value-targets).
+Always on, commented where they are set:
 orthogonal initialisation (layer_init) and Adam's eps = 1e-5.
 
 Examples:
@@ -101,6 +103,12 @@ class Args:
     """λ in [0, 1] of GAE: 0 is the one-step TD error, 1 the return minus V"""
     norm_adv: bool = True
     """normalise the advantages of each minibatch to mean 0 and std 1"""
+    recompute_adv: bool = False
+    """recompute V, Â_t and the value targets with the current critic before every epoch, not
+    once per batch (Tianshou's PPO; arXiv:2006.05990, section 3.5, recommends it)"""
+    scale_value_targets: bool = False
+    """the critic regresses returns / σ, σ the running std of all returns so far, and V is its
+    output times σ (Tianshou's PPO, rew_norm); rewards then stay raw, even with --normalize"""
 
     # --- optimisation ---
     learning_rate: float = 2e-3
@@ -133,10 +141,12 @@ class Args:
 
 
 def make_env(env_id: str, idx: int, capture_video: bool, run_dir: Path, gamma: float,
-             normalize: bool):
+             normalize: bool, scale_reward: bool = True):
     """A thunk for gym.vector.SyncVectorEnv. Every wrapper is per env: gymnasium's vector-level
     observation wrappers refuse autoreset_mode=SAME_STEP, and per env the final observation of
-    an episode reaches info["final_obs"] already normalised, on the critic's own scale."""
+    an episode reaches info["final_obs"] already normalised, on the critic's own scale.
+    scale_reward=False keeps the rewards raw under normalize (where the critic's targets are
+    scaled instead)."""
 
     def thunk() -> gym.Env:
         env = gym.make(env_id, render_mode="rgb_array" if capture_video and idx == 0 else None)
@@ -153,8 +163,9 @@ def make_env(env_id: str, idx: int, capture_video: bool, run_dir: Path, gamma: f
             env = gym.wrappers.NormalizeObservation(env)
             env = gym.wrappers.TransformObservation(env, lambda o: np.clip(o, -10, 10),
                                                     env.observation_space)
-            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
-            env = gym.wrappers.TransformReward(env, lambda r: np.clip(r, -10, 10))
+            if scale_reward:
+                env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+                env = gym.wrappers.TransformReward(env, lambda r: np.clip(r, -10, 10))
         return env
 
     return thunk
@@ -250,6 +261,39 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.
     return advantages
 
 
+class ReturnScale:
+    """σ, the running std of every return Â_t + V(s_t) seen so far, for --scale-value-targets;
+    exactly 1 until the first update. Not in the article: Tianshou's PPO (its rew_norm) divides
+    the critic's targets by σ and, like OpenAI baselines, does not subtract the mean."""
+
+    def __init__(self):
+        self.mean, self.var, self.count = np.zeros(1), np.ones(1), 0.0
+
+    def update(self, returns: torch.Tensor) -> None:
+        x = returns.double().cpu().numpy()[:, None]  # one group of samples, pooled with the rest
+        self.mean, self.var, self.count = pool_statistics(
+            np.stack([self.mean, x.mean(0)]), np.stack([self.var, x.var(0)]),
+            np.array([self.count, len(x)]))
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.var[0] + 1e-8) if self.count else 1.0
+
+
+def advantages_and_returns(critic: Critic, batch: tuple[torch.Tensor, ...], gamma: float,
+                           gae_lambda: float, scale: float) -> tuple[torch.Tensor, ...]:
+    """Step 2 of train: Â_t, the returns Â_t + V(s_t) (the critic's targets) and V(s_t), each
+    flattened to [T * N]. batch = (obs, next_obs_true, rewards, terminations, dones), [T, N, ...];
+    the critic predicts V / scale (scale = 1 unless --scale-value-targets)."""
+    obs, next_obs, rewards, terminations, dones = batch
+    with torch.no_grad():  # V once per batch, not once per step
+        values = critic(obs) * scale  # [T, N]
+        next_values = critic(next_obs) * scale
+        advantages = compute_gae(rewards, values, next_values, terminations, dones, gamma,
+                                 gae_lambda)
+    return advantages.reshape(-1), (advantages + values).reshape(-1), values.reshape(-1)
+
+
 def probability_ratio(newlogprob: torch.Tensor, logprob: torch.Tensor) -> torch.Tensor:
     """r_t(θ) = π_θ(a_t|s_t) / π_θ'(a_t|s_t), formed in log space. [The Surrogate Objective]
 
@@ -287,8 +331,9 @@ def train(args: Args) -> Path:
     log = RunLog(args, device, ["policy_loss", "value_loss", "entropy", "kl",
                                 "explained_variance", "clipfrac"], num_iterations * batch_size)
     envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, args.capture_video, log.run_dir, args.gamma, args.normalize)
-         for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        [make_env(args.env_id, i, args.capture_video, log.run_dir, args.gamma, args.normalize,
+                  scale_reward=not args.scale_value_targets) for i in range(args.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs_dim, action_shape = envs.single_observation_space.shape[0], envs.single_action_space.shape
     actor = Actor(obs_dim, envs.single_action_space, args.hidden_size, args.log_std_init).to(device)
     critic = Critic(obs_dim, args.hidden_size).to(device)
@@ -308,7 +353,7 @@ def train(args: Args) -> Path:
     def tensor(x: np.ndarray) -> torch.Tensor:  # a view of the numpy storage on the CPU
         return torch.as_tensor(x, device=device)
 
-    global_step = 0
+    global_step, return_scale = 0, ReturnScale()
     next_obs, _ = envs.reset(seed=args.seed)
     try:
         for iteration in range(1, num_iterations + 1):
@@ -340,23 +385,22 @@ def train(args: Args) -> Path:
             # --- 2. Advantages Â_t by GAE with the critic V [From Baseline to Advantage] ---
             b_obs = tensor(obs).reshape(batch_size, obs_dim)  # [T * N, obs_dim]
             b_actions = tensor(actions).reshape(batch_size, *action_shape)
-            with torch.no_grad():  # V once per batch, not once per step
-                values = critic(tensor(obs))  # [T, N]
-                next_values = critic(tensor(next_obs_true))  # [T, N]
-                advantages = compute_gae(tensor(rewards), values, next_values,
-                                         tensor(terminations), tensor(dones), args.gamma,
-                                         args.gae_lambda)
-                returns = advantages + values  # the critic's regression targets
+            batch = tuple(tensor(x) for x in (obs, next_obs_true, rewards, terminations, dones))
+            b_advantages, b_returns, b_values = advantages_and_returns(  # each [T * N]
+                critic, batch, args.gamma, args.gae_lambda, return_scale.std)
+            if args.scale_value_targets:
+                return_scale.update(b_returns)
+            with torch.no_grad():
                 old_dist = actor(b_obs)  # π_θ'(·|s_t), once per batch: the actor is still θ'
                 b_logprobs = old_dist.log_prob(b_actions)  # log π_θ'(a_t|s_t)
-            b_advantages = advantages.reshape(-1)  # [T * N]
-            b_returns = returns.reshape(-1)
-            b_values = values.reshape(-1)
 
             # --- 3 and 4. Maximise L^CLIP and regress V on minibatches for several epochs,
             #     one Adam step on the joint loss (paper eq. 9) [Putting It Together, 3-4] ---
             stats = []
             for epoch in range(args.update_epochs):
+                if args.recompute_adv and epoch > 0:  # step 2 again, with the critic as it is
+                    b_advantages, b_returns, _ = advantages_and_returns(
+                        critic, batch, args.gamma, args.gae_lambda, return_scale.std)
                 b_inds = torch.randperm(batch_size, device=device)
                 for start in range(0, batch_size, minibatch_size):
                     mb_inds = b_inds[start:start + minibatch_size]
@@ -376,14 +420,17 @@ def train(args: Args) -> Path:
                     # -L^CLIP(θ)  [PPO: Approximate the Constraint with Clipping]
                     pg_loss = clipped_surrogate_loss(ratio, mb_advantages, args.clip_coef)
 
-                    # step 4: regress V(s_t) toward the returns Â_t + V_old(s_t)
+                    # step 4: regress V(s_t) toward the returns Â_t + V_old(s_t), in the
+                    # critic's units (divided by σ with --scale-value-targets)
                     newvalue = critic(mb_obs)
-                    v_error = (newvalue - b_returns[mb_inds]) ** 2
+                    mb_returns = b_returns[mb_inds] / return_scale.std
+                    v_error = (newvalue - mb_returns) ** 2
                     if args.vf_clip is not None:
                         # not in the article: value clipping (OpenAI baselines; arXiv:2005.12729)
-                        v_clipped = b_values[mb_inds] + torch.clamp(
-                            newvalue - b_values[mb_inds], -args.vf_clip, args.vf_clip)
-                        v_error = torch.max(v_error, (v_clipped - b_returns[mb_inds]) ** 2)
+                        v_old = b_values[mb_inds] / return_scale.std
+                        v_clipped = v_old + torch.clamp(newvalue - v_old, -args.vf_clip,
+                                                        args.vf_clip)
+                        v_error = torch.max(v_error, (v_clipped - mb_returns) ** 2)
                     v_loss = 0.5 * v_error.mean()
 
                     # paper eq. 9: maximise L^CLIP - c_1 L^VF + c_2 S, negated for the optimizer

@@ -25,12 +25,14 @@ a warning (a copy left out stays in data/):
                              steps_to_threshold,sps
         mean, std (n - 1; empty for one seed), min, max: over seeds, of each run's mean return
         over its last 20 episodes (its final return); iqm: the interquartile mean of the final
-        returns, iqm_low and iqm_high its 95 % bootstrap interval over seeds (see iqm below);
+        returns, iqm_low and iqm_high its 95 % bootstrap interval over seeds (plot.py's iqm);
         steps_to_threshold: median over seeds of the first step where the 20-episode moving
         mean reaches THRESHOLDS[env] (inf: the median seed never did; empty: no threshold);
-        sps: median over seeds of the last updates.csv row's sps
+        sps: median over seeds of the last updates.csv row's sps. The peers' runs committed
+        in plots/peers/<env>/ for the envs summarised add rows of their own (steps and sps
+        from each CSV's last line, see plot.load_peer_run).
     <out-dir>/data/<env>/<script>__<seed>__{episodes.csv,updates.csv,config.json}
-    <out-dir>/<env>.png      learning curves (plot.py), and <out-dir>/kl.png
+    <out-dir>/<env>.png      learning curves with the peers' (plot.py), and <out-dir>/kl.png
 
 The committed results in plots/ are rewritten only by naming that folder, from the committed
 copies alone (with runs/benchmark empty or absent) or with new full-budget runs merged in:
@@ -67,8 +69,8 @@ import numpy as np
 import tyro
 
 import plot
-from plot import (PLOTS_DIR, REPO_ROOT, SCRIPTS, THRESHOLDS, WINDOW, fail, warn,
-                  writable_folder)
+from plot import (PEERS_DIR, PLOTS_DIR, REPO_ROOT, SCRIPTS, THRESHOLDS, WINDOW, fail, iqm,
+                  iqm_interval, warn, writable_folder)
 
 sys.path.insert(0, str(REPO_ROOT))  # the algorithm scripts, for their Args
 
@@ -91,6 +93,22 @@ CONTINUOUS_FLAGS = {
 }
 
 
+# One published recipe, tried on HalfCheetah-v5 as a run of its own (RESULTS.md, "HalfCheetah-v5:
+# one published recipe"): Tianshou's MuJoCo PPO (github.com/thu-ml/tianshou,
+# examples/mujoco/mujoco_ppo.py, with 64 parallel envs as in its v0.4 benchmark): batches of
+# 64 x 32 steps, 10 epochs of minibatches of 64, lr 3e-4 annealed, gamma 0.99, vf-coef 0.25, no
+# advantage normalisation, log std from -0.5, observations normalised and rewards raw,
+# advantages recomputed before every epoch, value targets scaled by the returns' running std.
+RECIPES = {"ppo_clip_tianshou": "ppo_clip"}  # the run's name (its --exp-name) -> its script
+RECIPE_FLAGS = {
+    "ppo_clip_tianshou": "--num-envs 64 --num-steps 32 --num-minibatches 32 --update-epochs 10 "
+                         "--learning-rate 3e-4 --gamma 0.99 --gae-lambda 0.95 --vf-coef 0.25 "
+                         "--ent-coef 0 --max-grad-norm 0.5 --no-norm-adv --log-std-init -0.5 "
+                         "--normalize --recompute-adv --scale-value-targets",
+}
+NAMES = SCRIPTS + tuple(RECIPES)  # what a grid's row may be
+
+
 class EnvGrid(NamedTuple):
     """The runs of one env: environment steps by script, seeds, extra flags by script."""
 
@@ -109,20 +127,20 @@ GRID = {  # CartPole runs every script with its defaults (vpg and grpo need twic
     "Pendulum-v1": EnvGrid(dict.fromkeys(("vpg", "trpo", "ppo_clip", "ppo_kl"), 200_000),
                            (1, 2, 3), CONTINUOUS_FLAGS),
     "Hopper-v5": EnvGrid(MUJOCO, (1, 2, 3, 4, 5), CONTINUOUS_FLAGS),
-    "HalfCheetah-v5": EnvGrid(MUJOCO, (1, 2, 3, 4, 5), CONTINUOUS_FLAGS),
+    "HalfCheetah-v5": EnvGrid({**MUJOCO, **dict.fromkeys(RECIPES, 1_000_000)}, (1, 2, 3, 4, 5),
+                              {**CONTINUOUS_FLAGS, **RECIPE_FLAGS}),
     "Walker2d-v5": EnvGrid(MUJOCO, (1, 2, 3, 4, 5), CONTINUOUS_FLAGS),
 }
 RESULT_COLUMNS = ["script", "env", "steps", "seeds", "mean", "std", "min", "max", "iqm",
                   "iqm_low", "iqm_high", "steps_to_threshold", "sps"]
-BOOTSTRAP_RESAMPLES = 10_000
 
 
 @dataclasses.dataclass
 class Args:
     """Run the benchmark grid of (script, env, seed) and summarise it into --out-dir."""
 
-    scripts: tuple[str, ...] = SCRIPTS
-    """run only these scripts of the grid"""
+    scripts: tuple[str, ...] = NAMES
+    """run only these scripts (or recipes, RECIPES) of the grid"""
     envs: tuple[str, ...] = tuple(GRID)
     """run only these envs of the grid"""
     seeds: tuple[int, ...] | None = None
@@ -144,28 +162,33 @@ class Args:
 
 
 class Cell(NamedTuple):
-    """One run of the grid; `flags` are its script's flags, --runs-dir aside."""
+    """One run of the grid; `name` is its row (a script, or a recipe of RECIPES), `flags` its
+    script's flags, --runs-dir aside."""
 
-    script: str
+    name: str
     env_id: str
     seed: int
     flags: list[str]
 
+    @property
+    def script(self) -> str:
+        return RECIPES.get(self.name, self.name)
 
-def grid_cell(script: str, env_id: str, seed: int, total_timesteps: int | None) -> Cell:
-    """The run of GRID's command for (script, env_id) with this seed (and budget, if given)."""
+
+def grid_cell(name: str, env_id: str, seed: int, total_timesteps: int | None) -> Cell:
+    """The run of GRID's command for (name, env_id) with this seed (and budget, if given)."""
     env = GRID[env_id]
-    steps = total_timesteps or env.steps[script]
+    steps = total_timesteps or env.steps[name]
     flags = ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(steps),
-             "--exp-name", script, *shlex.split(env.flags.get(script, ""))]
-    return Cell(script, env_id, seed, flags)
+             "--exp-name", name, *shlex.split(env.flags.get(name, ""))]
+    return Cell(name, env_id, seed, flags)
 
 
 def grid_cells(args: Args) -> list[Cell]:
     """The runs of GRID that --scripts, --envs and --seeds select, in GRID's order."""
-    return [grid_cell(script, env_id, seed, args.total_timesteps)
+    return [grid_cell(name, env_id, seed, args.total_timesteps)
             for env_id, env in GRID.items() if env_id in args.envs
-            for script in SCRIPTS if script in args.scripts and script in env.steps
+            for name in NAMES if name in args.scripts and name in env.steps
             for seed in (env.seeds if args.seeds is None else args.seeds)]
 
 
@@ -246,7 +269,7 @@ def run_cells(cells: list[Cell], runs_dir: Path, jobs: int) -> int:
 
     def run_one(index: int, cell: Cell) -> int:
         """Run one cell with its output in its log file; return its exit status."""
-        name = f"{cell.env_id}__{cell.script}__{cell.seed}"
+        name = f"{cell.env_id}__{cell.name}__{cell.seed}"
         log = log_dir / f"{name}.log"
         print(f"[{index}/{len(cells)}] start {name}", flush=True)
         start = time.time()
@@ -275,32 +298,6 @@ def steps_to_threshold(run: plot.Run, threshold: float) -> float:
 def number(value: float) -> str:
     """A CSV cell: 6 significant digits; empty where undefined."""
     return "" if value is None or np.isnan(value) else f"{value:.6g}"
-
-
-# The interquartile mean and its bootstrap interval are what Agarwal et al., "Deep RL at the
-# Edge of the Statistical Precipice" (arXiv:2108.13264), recommend for results over a few seeds:
-# the IQM is less swayed by one outlying seed than the mean, and the interval says how little
-# three or five seeds pin it down. Their rliable package computes the same, but would bring
-# arch, seaborn and pandas for what a dozen lines of numpy do here.
-
-def iqm(values: np.ndarray) -> np.ndarray:
-    """Interquartile mean over the last axis: the mean of what is left once floor(n / 4) values
-    are cut from each end of the sorted values, exactly scipy.stats.trim_mean(values, 0.25)
-    (n = 8: the middle 4; n = 5: the middle 3; n < 4: the plain mean)."""
-    values = np.sort(values, axis=-1)
-    cut = values.shape[-1] // 4
-    return values[..., cut:values.shape[-1] - cut].mean(axis=-1)
-
-
-def iqm_interval(values: list[float]) -> tuple[float, float]:
-    """95 % percentile-bootstrap interval of the IQM: the seeds resampled with replacement
-    BOOTSTRAP_RESAMPLES times, the 2.5 and 97.5 percentiles of the resamples' IQMs. The
-    generator's seed is fixed, so that regenerating results.csv gives the same digits."""
-    values = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(0)
-    resamples = values[rng.integers(len(values), size=(BOOTSTRAP_RESAMPLES, len(values)))]
-    low, high = np.percentile(iqm(resamples), [2.5, 97.5])
-    return float(low), float(high)
 
 
 def summary_row(script: str, env_id: str, runs: list[plot.Run]) -> list[str]:
@@ -383,6 +380,10 @@ def summarise(runs_dir: Path, out_dir: Path, total_timesteps: int | None) -> Non
         fail(f"--runs-dir {str(runs_dir)!r}: no finished runs of the grid's commands to "
              f"summarise, nor copies in {data_dir}")
     runs = list(runs.values())
+    envs = {run.env_id for run in runs}  # beside them, the committed peers' runs of those envs
+    peers = [plot.load_peer_run(path) for path in sorted(PEERS_DIR.glob("*/*__*.csv"))
+             if path.parent.name in envs and plot.is_peer_csv(path)]
+    runs += peers
     rows = [summary_row(script, env_id, group)
             for env_id, scripts in sorted(plot.by_env_and_script(runs).items(),
                                           key=lambda item: env_order(item[0]))
@@ -394,8 +395,8 @@ def summarise(runs_dir: Path, out_dir: Path, total_timesteps: int | None) -> Non
     figures = plot.plot_learning_curves(runs, out_dir)
     figures.append(plot.plot_kl(runs, out_dir / "kl.png"))
     size = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file())
-    print(f"summary of {len(runs)} runs ({len(fresh)} from {runs_dir}, the others copies kept "
-          f"in {data_dir}): {out_dir / 'results.csv'}; {data_dir} ({size / 1e6:.1f} MB); "
+    print(f"summary of {len(runs) - len(peers)} runs ({len(fresh)} from {runs_dir}, the others "
+          f"copies kept in {data_dir}) and {len(peers)} of peers in {PEERS_DIR}: {out_dir / 'results.csv'}; {data_dir} ({size / 1e6:.1f} MB); "
           + ", ".join(p.name for p in figures))
 
 
@@ -412,7 +413,7 @@ def in_plots(folder: Path) -> bool:
 
 def main(args: Args) -> None:
     """Check the flags, then dry-run, run and summarise, or only summarise."""
-    for name, chosen, allowed in (("scripts", args.scripts, SCRIPTS), ("envs", args.envs, GRID)):
+    for name, chosen, allowed in (("scripts", args.scripts, NAMES), ("envs", args.envs, GRID)):
         unknown = [x for x in chosen if x not in allowed]
         if unknown:
             fail(f"--{name} {' '.join(unknown)}: not in the grid ({', '.join(allowed)})")

@@ -3,8 +3,9 @@
 A run is read from a run folder (`config.json`, `episodes.csv`, `updates.csv`, as the
 algorithm scripts write them; env and script come from config.json's env_id and exp_name) or
 from the small copies that benchmark.py keeps in <out-dir>/data/<env>/<script>__<seed>__*
-(env and script come from the folder and file names). Each path given is searched at every
-depth for both, so `runs` finds runs/benchmark/<run> and runs/det/<group>/<run> alike; a run
+(env and script come from the folder and file names), or from a peer library's run beside them,
+plots/peers/<env>/<name>__<seed>.csv with the columns global_step and episodic_return (drawn
+dashed, named <name>; its last line "# SPS train_sps=... steps=..." gives its speed and budget). Each path given is searched at every depth for all three, so `runs` finds runs/benchmark/<run> and runs/det/<group>/<run> alike; a run
 found twice (a run folder and its copy in a summary's data/) is drawn once. A run folder
 without a finished episode or update (stopped by Ctrl-C early, say) is skipped with a warning.
 
@@ -14,9 +15,10 @@ those (`ppo_clip (learning_rate=0.001; 3 seeds)`, counting distinct seeds). Fiel
 change what is learnt (seed, cuda, torch_deterministic, runs_dir, saving, videos, evaluation)
 and keys of config.json that are not Args fields (versions, ...) are not compared; a curve whose
 runs ran different budgets (total_timesteps) is drawn with a warning, as it stops where the
-shortest run does. Each curve is the mean over its runs of the moving mean of the last 20
-episodic returns, interpolated onto a common grid of environment steps (or of wall-clock
-seconds with --x wall_time), with a band from the lowest to the highest run; one PNG per env.
+shortest run does. Each run's moving mean of its last 20 episodic returns is interpolated onto
+a common grid of environment steps (or of wall-clock seconds with --x wall_time); the curve is
+the interquartile mean (IQM) over the runs at each point, its band the 95 % bootstrap interval
+of that IQM (see iqm below); one PNG per env.
 
 Figures go to runs/plots/ unless --out-dir says otherwise; the committed figures in plots/ are
 rewritten only when asked for by name:
@@ -59,6 +61,11 @@ SCRIPTS = ("vpg", "trpo", "ppo_clip", "ppo_kl", "grpo")
 COLORS = dict(zip(SCRIPTS, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")))
 LINESTYLES = ("-", "--", "-.", ":")
 """one per set of flags of the same script, which keeps the script's colour"""
+PEERS_DIR = PLOTS_DIR / "peers"
+"""the committed runs of other libraries, <env>/<name>__<seed>.csv (global_step,episodic_return)"""
+PEER_COLORS = ("tab:gray", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+BOOTSTRAP_RESAMPLES = 10_000
+"""resamples of the seeds behind each IQM interval"""
 DATA_FILES = ("episodes.csv", "updates.csv", "config.json")
 """what benchmark.py copies per run into <out-dir>/data/<env>/<script>__<seed>__<file>"""
 OUTPUT_ONLY = frozenset({"runs_dir", "exp_name", "save_model", "capture_video",
@@ -151,10 +158,10 @@ def writable_folder(flag: str, folder: Path) -> Path:
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:
     """Read a CSV with a header row into {column: float array}, in the file's column order; an
-    empty file (created, never written) has no columns."""
+    empty file (created, never written) has no columns; lines starting with # are skipped."""
     try:
         with open(path, newline="") as file:
-            lines = list(csv.reader(file))
+            lines = list(csv.reader(line for line in file if not line.startswith("#")))
         header, *rows = lines or [[]]
         return {name: np.array([float(row[i]) for row in rows]) for i, name in enumerate(header)}
     except (OSError, ValueError, IndexError) as error:
@@ -201,9 +208,34 @@ def load_data_run(episodes_csv: Path) -> Run:
     return load_run(episodes_csv.parent, episodes_csv.parent.name, script, seed, config, prefix)
 
 
+def load_peer_run(csv_path: Path) -> Run:
+    """A peer library's run, <env>/<name>__<seed>.csv: global_step and episodic_return, then a
+    last line "# SPS train_sps=<steps/s> ... steps=<steps run> ..." read as its budget and its
+    speed (config total_timesteps; one updates row of sps)."""
+    try:
+        name, seed = csv_path.stem.split("__")
+        trailer = [line for line in csv_path.read_text().splitlines() if line.startswith("# SPS")]
+        fields = dict(item.split("=", 1) for item in trailer[-1].split()[2:])
+        config = {"total_timesteps": int(fields["steps"])}
+        updates = {"global_step": np.array([config["total_timesteps"]]),
+                   "sps": np.array([float(fields["train_sps"])])}
+        seed = int(seed)
+    except (OSError, ValueError, IndexError, KeyError) as error:
+        raise BadRun(f"{csv_path}: not a peer's run <name>__<seed>.csv ending in a line "
+                     f"'# SPS train_sps=... steps=...' ({type(error).__name__}: {error})") from None
+    episodes = read_csv(csv_path)
+    if len(episodes.get("episodic_return", ())) == 0:
+        raise BadRun(f"{csv_path}: no episodes")
+    return Run(csv_path.parent.name, name, seed, config, episodes, updates, csv_path)
+
+
+def is_peer_csv(path: Path) -> bool:
+    return path.name.count("__") == 1 and path.stem.split("__")[1].isdigit()
+
+
 def find_runs(paths: list[Path]) -> list[Run]:
-    """Every run at any depth under the given paths: run folders (config.json and episodes.csv)
-    and plots/data copies. A run that cannot be read is skipped with a warning; none at all
+    """Every run at any depth under the given paths: run folders (config.json and episodes.csv),
+    plots/data copies and peers' CSVs. A run that cannot be read is skipped with a warning; none at all
     that can be read ends the program with one line."""
     runs, skipped, seen = [], [], set()
     for path in paths:
@@ -213,6 +245,7 @@ def find_runs(paths: list[Path]) -> list[Run]:
                           if (p.parent / "episodes.csv").exists())
         found = [(load_run_dir, run_dir) for run_dir in run_dirs]
         found += [(load_data_run, p) for p in sorted(path.rglob("*__*__episodes.csv"))]
+        found += [(load_peer_run, p) for p in sorted(path.rglob("*__*.csv")) if is_peer_csv(p)]
         if not found:
             fail(f"{path}: neither a run folder nor a folder of run folders or of plots/data")
         for load, where in found:
@@ -309,15 +342,40 @@ def moving_mean(values: np.ndarray, window: int = WINDOW) -> np.ndarray:
     return (sums[1:] - sums[np.arange(1, len(values) + 1) - counts]) / counts
 
 
-def mean_curve(curves: list[tuple[np.ndarray, np.ndarray]],
-               points: int = 500) -> tuple[np.ndarray, ...]:
-    """Interpolate each (x, y) onto a common grid over the x range every curve covers;
-    return the grid and the mean, min and max over the curves."""
+def on_common_grid(curves: list[tuple[np.ndarray, np.ndarray]],
+                   points: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolate each (x, y) onto a common grid over the x range every curve covers; return
+    the grid [points] and the curves on it [curves, points]."""
     low = max(x[0] for x, _ in curves)
     high = max(low, min(x[-1] for x, _ in curves))
     grid = np.linspace(low, high, points)
-    ys = np.stack([np.interp(grid, x, y) for x, y in curves])
-    return grid, ys.mean(0), ys.min(0), ys.max(0)
+    return grid, np.stack([np.interp(grid, x, y) for x, y in curves])
+
+
+# The interquartile mean and its bootstrap interval are what Agarwal et al., "Deep RL at the
+# Edge of the Statistical Precipice" (arXiv:2108.13264), recommend for results over a few seeds:
+# the IQM is less swayed by one outlying seed than the mean, and the interval says how little
+# three or five seeds pin it down. Their rliable package computes the same, but would bring
+# arch, seaborn and pandas for what a dozen lines of numpy do here.
+
+def iqm(values: np.ndarray) -> np.ndarray:
+    """Interquartile mean over the last axis: the mean of what is left once floor(n / 4) values
+    are cut from each end of the sorted values, exactly scipy.stats.trim_mean(values, 0.25)
+    (n = 8: the middle 4; n = 5: the middle 3; n < 4: the plain mean)."""
+    values = np.sort(values, axis=-1)
+    cut = values.shape[-1] // 4
+    return values[..., cut:values.shape[-1] - cut].mean(axis=-1)
+
+
+def iqm_interval(values, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """95 % percentile-bootstrap interval of the IQM over the first axis (the seeds) of values
+    [seeds] or [seeds, points]: the seeds resampled with replacement `resamples` times, the same
+    resamples at every point, and the 2.5 and 97.5 percentiles of the resamples' IQMs. The
+    generator's seed is fixed, so that the same runs give the same digits."""
+    values = np.asarray(values, dtype=float)
+    picks = np.random.default_rng(0).integers(len(values), size=(resamples, len(values)))
+    low, high = np.percentile(iqm(np.moveaxis(values[picks], 1, -1)), [2.5, 97.5], axis=0)
+    return low, high
 
 
 def ordered(names) -> list[str]:
@@ -336,42 +394,56 @@ def by_env_and_script(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
 
 
 def style(curves: list[Curve], index: int) -> dict:
-    """Colour of the curve's script; a line style per set of flags of the same script."""
-    same_script = [c for c in curves[:index] if c.script == curves[index].script]
-    return dict(color=COLORS.get(curves[index].script),
-                linestyle=LINESTYLES[len(same_script) % len(LINESTYLES)])
+    """Colour of the curve's script; a line style per set of flags of the same script; a
+    recipe's run (<script>_<recipe>) dotted in its script's colour; a peer's run dashed, in a
+    colour of its own."""
+    script = curves[index].script
+    base = next((s for s in SCRIPTS if script.startswith(f"{s}_")), None)
+    if script not in SCRIPTS and base:
+        return dict(color=COLORS[base], linestyle=":")
+    if script not in SCRIPTS:
+        peers = list(dict.fromkeys(c.script for c in curves if c.script not in SCRIPTS))
+        return dict(color=PEER_COLORS[peers.index(script) % len(PEER_COLORS)], linestyle="--")
+    same_script = [c for c in curves[:index] if c.script == script]
+    return dict(color=COLORS[script], linestyle=LINESTYLES[len(same_script) % len(LINESTYLES)])
 
 
 def plot_learning_curves(runs: list[Run], out_dir: Path,
                          x: str = "global_step") -> list[Path]:
-    """One PNG per env: per curve, the mean over its runs of the smoothed return, band min..max;
-    a warning for a curve of mixed budgets or too short to draw as a line."""
+    """One PNG per env: per curve, the IQM over its runs of the smoothed return with the IQM's
+    95 % bootstrap band (2,000 resamples: a figure needs no more); a warning for a curve of
+    mixed budgets or too short to draw as a line."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for env_id, curves in curves_by_env(runs).items():
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for index, curve in enumerate(curves):
+            if any(x not in r.episodes for r in curve.runs):  # a peer's CSV has no wall_time
+                warn(f"{env_id}: {curve.name}: its runs record no {x}; not drawn")
+                continue
             budgets = {r.config["total_timesteps"] for r in curve.runs
                        if "total_timesteps" in r.config}
             if len(budgets) > 1:
                 warn(f"{env_id}: {curve.name}: runs of different budgets (total_timesteps "
                      f"{', '.join(map(str, sorted(budgets)))}); the curve stops where the "
                      "shortest run does")
-            grid, mean, low, high = mean_curve(
+            grid, ys = on_common_grid(
                 [(r.episodes[x], moving_mean(r.episodes["episodic_return"])) for r in curve.runs])
+            low, high = iqm_interval(ys, resamples=2_000)
             point = grid[0] == grid[-1]
             if point:  # one episode, or runs with no range of x in common: no line to draw
                 warn(f"{env_id}: {curve.name}: its runs have no range of {x} in common (or one "
                      "episode); drawn as a single point")
-            ax.plot(grid, mean, label=curve.label, marker="o" if point else None, markevery=[0],
+            ax.plot(grid, iqm(ys.T), label=curve.label, marker="o" if point else None, markevery=[0],
                     **style(curves, index))
             ax.fill_between(grid, low, high, color=ax.lines[-1].get_color(), alpha=0.2,
                             linewidth=0)
         if env_id in THRESHOLDS:
             ax.axhline(THRESHOLDS[env_id], color="grey", linestyle=":", linewidth=1,
                        label=f"threshold {THRESHOLDS[env_id]:g}")
-        ax.set(title=env_id, xlabel="environment steps" if x == "global_step" else
-               "wall-clock time (s)", ylabel=f"episodic return, mean of last {WINDOW}")
+        ax.set(title=f"{env_id}: IQM over seeds, 95 % bootstrap band",
+               xlabel="environment steps" if x == "global_step" else "wall-clock time (s)",
+               ylabel=f"episodic return, mean of last {WINDOW}")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
         fig.tight_layout()
@@ -385,15 +457,16 @@ def plot_kl(runs: list[Run], path: Path,
             env_ids: tuple[str, ...] = ("CartPole-v1", "Hopper-v5")) -> Path:
     """The exact KL(pi_theta' || pi_theta) of each update, mean over seeds, one panel per env,
     with TRPO's delta (max_kl) and PPO-KL's d_targ (kl_target) from the runs' config.json."""
-    groups = curves_by_env(runs)
+    groups = {env: [c for c in curves if c.script in SCRIPTS]  # peers log no KL
+              for env, curves in curves_by_env(runs).items()}
     env_ids = [env for env in env_ids if env in groups] or list(groups)[:2]
     fig, axes = plt.subplots(1, len(env_ids), figsize=(6 * len(env_ids), 4.8), squeeze=False)
     for ax, env_id in zip(axes[0], env_ids):
         curves = groups[env_id]
         for index, curve in enumerate(curves):
-            grid, mean, _, _ = mean_curve([(r.updates["global_step"], r.updates["kl"])
-                                           for r in curve.runs])
-            ax.plot(grid, mean, linewidth=1, label=curve.name, **style(curves, index))
+            grid, ys = on_common_grid([(r.updates["global_step"], r.updates["kl"])
+                                       for r in curve.runs])
+            ax.plot(grid, ys.mean(0), linewidth=1, label=curve.name, **style(curves, index))
         for script, key, label, linestyle in (("trpo", "max_kl", "delta (TRPO max_kl)", "--"),
                                               ("ppo_kl", "kl_target",
                                                "d_targ (PPO-KL kl_target)", ":")):

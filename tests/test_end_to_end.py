@@ -62,6 +62,13 @@ def test_the_ratio_is_the_same_text_as_in_ppo_clip(other):  # vpg has no ratio
     assert source[0] == source[1]
 
 
+@pytest.mark.parametrize("name", ["ReturnScale", "advantages_and_returns"])
+def test_the_pieces_of_the_two_ppo_scripts_are_the_same_text(name):  # their own flags' pieces
+    source = [inspect.getsource(getattr(importlib.import_module(s), name))
+              for s in ("ppo_clip", "ppo_kl")]
+    assert source[0] == source[1]
+
+
 # --- short runs ---
 
 @pytest.mark.parametrize("run", ["cartpole", "pendulum"])

@@ -349,10 +349,10 @@ def dry_run(run_script, *argv) -> list[str]:
 def test_dry_run_lists_the_whole_grid(run_script, tmp_path):
     lines = dry_run(run_script, "--runs-dir", tmp_path / "runs")
     # every script on CartPole (5 seeds), all but grpo on Pendulum (3); the MuJoCo tasks
-    # without vpg and grpo (5 each)
-    assert len(lines) == 5 * 5 + 4 * 3 + 3 * (3 * 5)
+    # without vpg and grpo (5 each), and the one recipe on HalfCheetah (5)
+    assert len(lines) == 5 * 5 + 4 * 3 + 3 * (3 * 5) + 5
     for env, count in (("CartPole-v1", 25), ("Pendulum-v1", 12), ("Hopper-v5", 15),
-                       ("HalfCheetah-v5", 15), ("Walker2d-v5", 15)):
+                       ("HalfCheetah-v5", 20), ("Walker2d-v5", 15)):
         assert sum(f"--env-id {env} " in line for line in lines) == count
     assert not any("vpg.py --env-id Walker2d-v5" in line for line in lines)
     words = shlex.split(lines[0])
@@ -363,6 +363,10 @@ def test_dry_run_lists_the_whole_grid(run_script, tmp_path):
     assert len(hopper) == 1
     assert "--total-timesteps 1000000 " in hopper[0] and "--vf-coef 1 " in hopper[0]
     assert hopper[0].endswith(f"--runs-dir {tmp_path / 'runs'}")
+    recipe = [line for line in lines if "--exp-name ppo_clip_tianshou " in line]
+    assert len(recipe) == 5 and all(" ppo_clip.py --env-id HalfCheetah-v5 " in line and
+                                    "--recompute-adv --scale-value-targets" in line
+                                    for line in recipe)
 
 
 def test_dry_run_filters(run_script, tmp_path):
@@ -395,12 +399,13 @@ def test_every_command_of_the_grid_parses_and_passes_check_args(monkeypatch, tmp
     monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the cwd
     modules = {"vpg": vpg, "trpo": trpo, "ppo_clip": ppo_clip, "ppo_kl": ppo_kl, "grpo": grpo}
     cells = benchmark.grid_cells(tyro.cli(benchmark.Args, args=["--seeds", "1"]))
-    assert len(cells) == 5 + 4 + 3 * 3  # grpo runs on CartPole only, vpg on Pendulum too
+    # grpo runs on CartPole only, vpg on Pendulum too; one recipe on HalfCheetah
+    assert len(cells) == 5 + 4 + 3 * 3 + 1
     for cell in cells:
         module = modules[cell.script]
         args = tyro.cli(module.Args, args=cell.flags)
         module.check_args(args)
-        assert (args.env_id, args.seed, args.exp_name) == (cell.env_id, 1, cell.script)
+        assert (args.env_id, args.seed, args.exp_name) == (cell.env_id, 1, cell.name)
 
 
 # --- benchmark.py: a real (tiny) run, then the same call again ---
@@ -423,7 +428,7 @@ def test_finished_run_is_skipped_on_a_second_call(run_script, read_csv, tmp_path
     assert sorted((tmp_path / "runs").rglob("*")) == before
 
 
-# --- benchmark.py: the interquartile mean and its bootstrap interval ---
+# --- plot.py: the interquartile mean and its bootstrap interval (benchmark.py's too) ---
 
 @pytest.mark.parametrize("values, expected", [
     ([1, 2, 3, 4, 5, 6, 7, 8], (3 + 4 + 5 + 6) / 4),  # n = 8: 2 cut from each end
@@ -433,7 +438,7 @@ def test_finished_run_is_skipped_on_a_second_call(run_script, read_csv, tmp_path
     ([5, -1, 2], (5 - 1 + 2) / 3),  # n = 3: floor(0.75) = 0 cut, the plain mean
 ])
 def test_iqm_is_the_mean_of_the_middle_half(values, expected):
-    assert benchmark.iqm(np.array(values, dtype=float)) == pytest.approx(expected, rel=1e-12)
+    assert plot.iqm(np.array(values, dtype=float)) == pytest.approx(expected, rel=1e-12)
 
 
 def test_iqm_is_scipys_trim_mean():
@@ -441,15 +446,52 @@ def test_iqm_is_scipys_trim_mean():
     rng = np.random.default_rng(1)
     for n in range(1, 14):
         values = rng.standard_normal(n)
-        assert benchmark.iqm(values) == pytest.approx(stats.trim_mean(values, 0.25), rel=1e-12)
+        assert plot.iqm(values) == pytest.approx(stats.trim_mean(values, 0.25), rel=1e-12)
 
 
 def test_iqm_interval_covers_the_iqm_and_is_reproducible():
     values = [2457.0, 2981.0, 3637.0, 3676.0, 3551.0, 2943.0, 2991.0, 2646.0, 1095.0, 3059.0]
-    low, high = benchmark.iqm_interval(values)
-    assert min(values) <= low < benchmark.iqm(np.array(values)) < high <= max(values)
-    assert benchmark.iqm_interval(values) == (low, high)  # a fixed generator, same digits
-    assert benchmark.iqm_interval([500.0] * 5) == (500.0, 500.0)  # nothing to resample
+    low, high = plot.iqm_interval(values)
+    assert min(values) <= low < plot.iqm(np.array(values)) < high <= max(values)
+    assert plot.iqm_interval(values) == (low, high)  # a fixed generator, same digits
+    assert plot.iqm_interval([500.0] * 5) == (500.0, 500.0)  # nothing to resample
+
+
+def test_the_band_of_a_curve_is_the_interval_of_each_point():
+    # the figures' band resamples whole curves (one seed = one curve); at each point it must be
+    # the interval of that point's values alone, as results.csv computes it
+    rng = np.random.default_rng(2)
+    curves = rng.normal(1000.0, 300.0, size=(5, 7))  # 5 seeds, 7 points
+    low, high = plot.iqm_interval(curves, resamples=500)
+    for point in range(7):
+        assert (low[point], high[point]) == plot.iqm_interval(curves[:, point], resamples=500)
+        assert low[point] <= plot.iqm(curves[:, point]) <= high[point]
+
+
+# --- plots/peers: a peer library's run beside ours ---
+
+def test_a_peers_run_gives_its_budget_speed_and_final_return(tmp_path):
+    path = tmp_path / "Hopper-v5" / "sb3_ppo_cleanrl__3.csv"
+    path.parent.mkdir()
+    returns = [10.0 * i for i in range(1, 31)]
+    path.write_text("global_step,episodic_return\n"
+                    + "".join(f"{100 * i},{r}\n" for i, r in enumerate(returns, 1))
+                    + "# SPS train_sps=1161.4 process_sps=1157.3 steps=4096 threads=1\n")
+    (run,) = plot.find_runs([tmp_path])
+    assert (run.env_id, run.script, run.seed) == ("Hopper-v5", "sb3_ppo_cleanrl", 3)
+    row = dict(zip(benchmark.RESULT_COLUMNS, benchmark.summary_row(run.script, run.env_id,
+                                                                   [run])))
+    assert row["steps"] == "4096" and float(row["sps"]) == 1161.4
+    assert float(row["mean"]) == pytest.approx(statistics.mean(returns[-20:]))
+
+
+def test_a_peers_csv_without_its_last_line_is_skipped_with_a_warning(tmp_path, capsys):
+    good = tmp_path / "Hopper-v5" / "sb3_trpo_default__1.csv"
+    good.parent.mkdir()
+    good.write_text("global_step,episodic_return\n100,5.0\n# SPS train_sps=9.5 steps=100\n")
+    good.with_name("sb3_trpo_default__2.csv").write_text("global_step,episodic_return\n100,5\n")
+    assert [run.seed for run in plot.find_runs([tmp_path])] == [1]
+    assert "sb3_trpo_default__2.csv" in capsys.readouterr().err
 
 
 # --- unwritable output folders: one line naming the flag, before any work ---
@@ -493,13 +535,14 @@ def snapshot(folder: Path, figures: bool = True) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def committed_copy(tmp_path_factory) -> Path:
     """A copy of what the summary reads and writes: the scripts (benchmark.py reads their
-    Args), plots/*.py, and the committed results.csv, figures and data/."""
+    Args), plots/*.py, and the committed results.csv, figures, data/ and peers/."""
     root = tmp_path_factory.mktemp("repository")
     (root / "plots").mkdir()
     for pattern in ("*.py", "plots/*.py", "plots/*.png", "plots/results.csv"):
         for path in REPO_ROOT.glob(pattern):
             shutil.copyfile(path, root / path.relative_to(REPO_ROOT))
-    shutil.copytree(REPO_ROOT / "plots" / "data", root / "plots" / "data")
+    for folder in ("data", "peers"):
+        shutil.copytree(REPO_ROOT / "plots" / folder, root / "plots" / folder)
     return root
 
 

@@ -8,7 +8,9 @@ once; the short runs that every script shares are in test_end_to_end.py.
 
 import importlib.util
 import math
+from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import torch
 
@@ -266,3 +268,72 @@ def test_target_kl_below_any_kl_leaves_one_epoch_per_update(trained, rows_withou
                 == rows_without_column(one_epoch / name, column))
     assert (rows_without_column(capped / "updates.csv", "sps")
             != rows_without_column(four_epochs / "updates.csv", "sps"))
+
+
+# --- --recompute-adv and --scale-value-targets (Tianshou's PPO); ppo_kl has the same pieces ---
+
+def test_return_scale_is_the_std_of_every_return_so_far():
+    scale, seen = ppo_clip.ReturnScale(), []
+    assert scale.std == 1.0  # exactly: no scaling before the first batch
+    generator = torch.Generator().manual_seed(0)
+    for size, spread, shift in [(7, 1.0, 0.0), (300, 50.0, -200.0), (64, 5.0, 30.0), (1, 1.0, 9.0)]:
+        batch = shift + spread * torch.randn(size, generator=generator, dtype=torch.float64)
+        scale.update(batch.float())
+        seen.extend(batch.float().tolist())
+        # the population std of all samples at once, not the pooled update
+        mean = sum(seen) / len(seen)
+        direct = math.sqrt(sum((x - mean) ** 2 for x in seen) / len(seen))
+        assert scale.std == pytest.approx(direct, rel=1e-7)  # σ² + 1e-8 inside the root
+
+
+def test_scale_reward_false_keeps_the_raw_rewards_under_normalize():
+    space = gym.spaces.Box(-2.0, 2.0, (1,), seed=0)
+    actions = [space.sample() for _ in range(50)]
+    raw_env = gym.make("Pendulum-v1")
+    raw_env.reset(seed=3)
+    raw = [raw_env.step(a)[1] for a in actions]
+    rewards = {}
+    for scale_reward in (True, False):
+        env = ppo_clip.make_env("Pendulum-v1", 0, False, Path("unused"), 0.99, True,
+                                scale_reward=scale_reward)()
+        env.reset(seed=3)
+        rewards[scale_reward] = [env.step(a)[1] for a in actions]
+    assert rewards[False] == pytest.approx(raw, rel=1e-6)
+    assert rewards[True] != pytest.approx(raw, rel=1e-2)  # NormalizeReward's scaling
+
+
+@pytest.mark.parametrize("name", ["ppo_clip", "ppo_kl"])
+def test_scaled_value_targets_are_near_unit_scale_and_raw_ones_are_not(trained, read_csv, name):
+    # Pendulum's raw returns (γ = 0.98) lie tens below 0: regressing them gave value losses of
+    # 320-520 on this machine; divided by their running std, 0.5-2.5
+    module = importlib.import_module(name)
+    flags = dict(env_id="Pendulum-v1", total_timesteps=2048, num_envs=2, num_steps=128,
+                 num_minibatches=4, learning_rate=3e-4)
+    raw = read_csv(trained(module, **flags)[1] / "updates.csv")["value_loss"]
+    scaled = read_csv(trained(module, **flags, scale_value_targets=True)[1] / "updates.csv")
+    assert raw.min() > 100
+    assert scaled["value_loss"].max() < 10
+
+
+@pytest.mark.parametrize("name", ["ppo_clip", "ppo_kl"])
+def test_recompute_adv_reestimates_before_every_epoch_with_the_critic_as_it_is(monkeypatch,
+                                                                                tmp_path, name):
+    module = importlib.import_module(name)
+    calls = []
+    original = module.advantages_and_returns
+
+    def recording(critic, *rest):
+        calls.append([p.detach().clone() for p in critic.parameters()])
+        return original(critic, *rest)
+
+    monkeypatch.setattr(module, "advantages_and_returns", recording)
+    for recompute in (False, True):
+        calls.clear()
+        module.train(module.Args(total_timesteps=512, num_envs=2, num_steps=128,
+                                 update_epochs=3, recompute_adv=recompute,
+                                 runs_dir=str(tmp_path)))
+        assert len(calls) == 2 * (3 if recompute else 1)  # 2 iterations
+    # within an iteration each estimate uses the critic after the previous epoch's steps
+    for before, after in zip(calls[:2], calls[1:3]):
+        assert any(not torch.equal(b, a) for b, a in zip(before, after))
+
