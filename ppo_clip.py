@@ -25,8 +25,8 @@ Not in the article, each behind a flag: advantage normalisation (--norm-adv), va
 learning-rate annealing (--anneal-lr), observation normalisation and reward scaling
 (--normalize), early stop on KL (--target-kl), advantages recomputed before every epoch
 (--recompute-adv) and value targets scaled by the returns' running std (--scale-value-targets).
-Always on, commented where they are set:
-orthogonal initialisation (layer_init) and Adam's eps = 1e-5.
+Always on, commented where they are set: orthogonal initialisation (layer_init) and Adam's
+eps = 1e-5.
 
 Examples:
     python ppo_clip.py                                   # CartPole-v1 with the defaults below
