@@ -397,12 +397,14 @@ def style(curves: list[Curve], index: int) -> dict:
     """Colour of the curve's script; a line style per set of flags of the same script; a
     recipe's run (<script>_<recipe>) dotted in its script's colour; a peer's run dashed, in a
     colour of its own."""
+    def base(name: str) -> str | None:  # the script a name is, or is a recipe of
+        return next((s for s in SCRIPTS if name == s or name.startswith(f"{s}_")), None)
+
     script = curves[index].script
-    base = next((s for s in SCRIPTS if script.startswith(f"{s}_")), None)
-    if script not in SCRIPTS and base:
-        return dict(color=COLORS[base], linestyle=":")
+    if script not in SCRIPTS and base(script):
+        return dict(color=COLORS[base(script)], linestyle=":")
     if script not in SCRIPTS:
-        peers = list(dict.fromkeys(c.script for c in curves if c.script not in SCRIPTS))
+        peers = list(dict.fromkeys(c.script for c in curves if not base(c.script)))
         return dict(color=PEER_COLORS[peers.index(script) % len(PEER_COLORS)], linestyle="--")
     same_script = [c for c in curves[:index] if c.script == script]
     return dict(color=COLORS[script], linestyle=LINESTYLES[len(same_script) % len(LINESTYLES)])

@@ -735,3 +735,12 @@ def test_trust_region_figure_is_written(trust_region_pair, monkeypatch, capsys, 
     path = tmp_path / "trust_region.png"
     assert capsys.readouterr().out.split() == [str(path)]
     assert plt.imread(path).shape[:2] == (1200, 1440)  # 2 rows x 2 panels, 12 x 10 in at 120 dpi
+
+
+def test_a_recipe_keeps_its_scripts_colour_and_peers_take_their_own():
+    curves = [plot.Curve(name, "", []) for name in
+              ("ppo_clip", "ppo_clip_tianshou", "sb3_ppo_cleanrl", "sb3_trpo_default")]
+    styles = [plot.style(curves, i) for i in range(len(curves))]
+    assert styles[1] == dict(color=plot.COLORS["ppo_clip"], linestyle=":")
+    assert [s["color"] for s in styles[2:]] == list(plot.PEER_COLORS[:2])
+    assert all(s["linestyle"] == "--" for s in styles[2:])
