@@ -5,9 +5,11 @@ algorithm scripts write them; env and script come from config.json's env_id and 
 from the small copies that benchmark.py keeps in <out-dir>/data/<env>/<script>__<seed>__*
 (env and script come from the folder and file names), or from a peer library's run beside them,
 plots/peers/<env>/<name>__<seed>.csv with the columns global_step and episodic_return (drawn
-dashed, named <name>; its last line "# SPS train_sps=... steps=..." gives its speed and budget). Each path given is searched at every depth for all three, so `runs` finds runs/benchmark/<run> and runs/det/<group>/<run> alike; a run
-found twice (a run folder and its copy in a summary's data/) is drawn once. A run folder
-without a finished episode or update (stopped by Ctrl-C early, say) is skipped with a warning.
+dashed, named <name>; its last line "# SPS train_sps=... steps=..." gives its speed and
+budget). Each path given is searched at every depth for all three, so `runs` finds
+runs/benchmark/<run> and runs/det/<group>/<run> alike; a run found twice (a run folder and
+its copy in a summary's data/) is drawn once. A run folder without a finished episode or
+update (stopped by Ctrl-C early, say) is skipped with a warning.
 
 One curve per script and per set of flags on each env: the runs of a script are split by the
 fields of the scripts' Args whose values differ between them, and the curve is labelled with
@@ -235,8 +237,8 @@ def is_peer_csv(path: Path) -> bool:
 
 def find_runs(paths: list[Path]) -> list[Run]:
     """Every run at any depth under the given paths: run folders (config.json and episodes.csv),
-    plots/data copies and peers' CSVs. A run that cannot be read is skipped with a warning; none at all
-    that can be read ends the program with one line."""
+    plots/data copies and peers' CSVs. A run that cannot be read is skipped with a warning; none
+    at all that can be read ends the program with one line."""
     runs, skipped, seen = [], [], set()
     for path in paths:
         if not path.is_dir():
