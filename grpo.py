@@ -360,9 +360,9 @@ def train(args: Args) -> Path:
     log = RunLog(args, device, ["policy_loss", "entropy", "kl", "kl_ref", "zero_signal",
                                 "clipfrac"], args.total_timesteps)
     # normalize=False: the group normalises the raw returns (gamma would only scale rewards)
-    envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, args.capture_video, log.run_dir, gamma=1.0, normalize=False)
-         for i in range(N)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    thunks = [make_env(args.env_id, i, args.capture_video, log.run_dir, gamma=1.0, normalize=False)
+              for i in range(N)]
+    envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs_dim, action_shape = envs.single_observation_space.shape[0], envs.single_action_space.shape
     actor = Actor(obs_dim, envs.single_action_space, args.hidden_size, args.log_std_init).to(device)
     # π_ref: a frozen copy, the initial policy until --ref-update-every replaces it
@@ -490,8 +490,7 @@ def train(args: Args) -> Path:
     return log.run_dir
 
 
-# --- Plumbing: flag checks, run folder, logs, checkpoints, evaluation (not part of the
-#     algorithm) ---
+# --- Plumbing: flag checks, run folder, logs, checkpoints, evaluation (not the algorithm) ---
 
 class BadInput(ValueError):
     """A flag outside its domain: the command line prints it as one line and exits with 2."""

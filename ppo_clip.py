@@ -266,10 +266,13 @@ class ReturnScale:
     exactly 1 until the first update. Not in the article: Tianshou's PPO (its rew_norm) divides
     the critic's targets by σ and, like OpenAI baselines, does not subtract the mean."""
 
-    def __init__(self):
+    def __init__(self, enabled: bool = True):
         self.mean, self.var, self.count = np.zeros(1), np.ones(1), 0.0
+        self.enabled = enabled  # off: update does nothing and σ stays 1
 
     def update(self, returns: torch.Tensor) -> None:
+        if not self.enabled:
+            return
         x = returns.double().cpu().numpy()[:, None]  # one group of samples, pooled with the rest
         self.mean, self.var, self.count = pool_statistics(
             np.stack([self.mean, x.mean(0)]), np.stack([self.var, x.var(0)]),
@@ -330,10 +333,9 @@ def train(args: Args) -> Path:
     device = choose_device(args)
     log = RunLog(args, device, ["policy_loss", "value_loss", "entropy", "kl",
                                 "explained_variance", "clipfrac"], num_iterations * batch_size)
-    envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, args.capture_video, log.run_dir, args.gamma, args.normalize,
-                  scale_reward=not args.scale_value_targets) for i in range(args.num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    thunks = [make_env(args.env_id, i, args.capture_video, log.run_dir, args.gamma, args.normalize,
+                       not args.scale_value_targets) for i in range(args.num_envs)]
+    envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs_dim, action_shape = envs.single_observation_space.shape[0], envs.single_action_space.shape
     actor = Actor(obs_dim, envs.single_action_space, args.hidden_size, args.log_std_init).to(device)
     critic = Critic(obs_dim, args.hidden_size).to(device)
@@ -353,7 +355,7 @@ def train(args: Args) -> Path:
     def tensor(x: np.ndarray) -> torch.Tensor:  # a view of the numpy storage on the CPU
         return torch.as_tensor(x, device=device)
 
-    global_step, return_scale = 0, ReturnScale()
+    global_step, return_scale = 0, ReturnScale(args.scale_value_targets)
     next_obs, _ = envs.reset(seed=args.seed)
     try:
         for iteration in range(1, num_iterations + 1):
@@ -388,8 +390,7 @@ def train(args: Args) -> Path:
             batch = tuple(tensor(x) for x in (obs, next_obs_true, rewards, terminations, dones))
             b_advantages, b_returns, b_values = advantages_and_returns(  # each [T * N]
                 critic, batch, args.gamma, args.gae_lambda, return_scale.std)
-            if args.scale_value_targets:
-                return_scale.update(b_returns)
+            return_scale.update(b_returns)  # only with --scale-value-targets
             with torch.no_grad():
                 old_dist = actor(b_obs)  # π_θ'(·|s_t), once per batch: the actor is still θ'
                 b_logprobs = old_dist.log_prob(b_actions)  # log π_θ'(a_t|s_t)
@@ -465,8 +466,7 @@ def train(args: Args) -> Path:
     return log.run_dir
 
 
-# --- Plumbing: flag checks, run folder, logs, checkpoints, evaluation (not part of the
-#     algorithm) ---
+# --- Plumbing: flag checks, run folder, logs, checkpoints, evaluation (not the algorithm) ---
 
 class BadInput(ValueError):
     """A flag outside its domain: the command line prints it as one line and exits with 2."""

@@ -292,9 +292,9 @@ def train(args: Args) -> Path:
     device = choose_device(args)
     log = RunLog(args, device, ["policy_loss", "value_loss", "entropy", "kl",
                                 "explained_variance"], num_iterations * batch_size)
-    envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, args.capture_video, log.run_dir, args.gamma, args.normalize)
-         for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    thunks = [make_env(args.env_id, i, args.capture_video, log.run_dir, args.gamma, args.normalize)
+              for i in range(args.num_envs)]
+    envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs_dim, action_shape = envs.single_observation_space.shape[0], envs.single_action_space.shape
     actor = Actor(obs_dim, envs.single_action_space, args.hidden_size, args.log_std_init).to(device)
     critic = Critic(obs_dim, args.hidden_size).to(device)
@@ -418,8 +418,7 @@ def train(args: Args) -> Path:
     return log.run_dir
 
 
-# --- Plumbing: flag checks, run folder, logs, checkpoints, evaluation (not part of the
-#     algorithm) ---
+# --- Plumbing: flag checks, run folder, logs, checkpoints, evaluation (not the algorithm) ---
 
 class BadInput(ValueError):
     """A flag outside its domain: the command line prints it as one line and exits with 2."""

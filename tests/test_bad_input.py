@@ -120,8 +120,11 @@ def test_ctrl_c_ends_with_one_line_status_130_whole_rows_and_the_model(module, s
     defaults = module.Args()
     command = [sys.executable, str(REPO_ROOT / script), "--save-model", "--runs-dir", "runs",
                "--total-timesteps", 100 * defaults.num_envs * defaults.num_steps]
+    # a shell's background job inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: the child gets the default disposition back, whoever started pytest
     process = subprocess.Popen(list(map(str, command)), cwd=tmp_path, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # the first progress line comes after two updates: training is under way
         while not process.stdout.readline().startswith("step "):

@@ -284,6 +284,9 @@ def test_return_scale_is_the_std_of_every_return_so_far():
         mean = sum(seen) / len(seen)
         direct = math.sqrt(sum((x - mean) ** 2 for x in seen) / len(seen))
         assert scale.std == pytest.approx(direct, rel=1e-7)  # σ² + 1e-8 inside the root
+    off = ppo_clip.ReturnScale(enabled=False)  # without --scale-value-targets
+    off.update(torch.tensor([100.0, -300.0, 7.0]))
+    assert off.std == 1.0 and off.count == 0
 
 
 def test_scale_reward_false_keeps_the_raw_rewards_under_normalize():
