@@ -185,8 +185,8 @@ def make_env(env_id: str, idx: int, capture_video: bool, run_dir: Path, gamma: f
     """A thunk for gym.vector.SyncVectorEnv. Every wrapper is per env: gymnasium's vector-level
     observation wrappers refuse autoreset_mode=SAME_STEP, and per env the final observation of
     an episode reaches info["final_obs"] already normalised, on the critic's own scale.
-    scale_reward=False keeps the rewards raw under normalize (where the critic's targets are
-    scaled instead)."""
+    scale_reward=False keeps the rewards raw under normalize (--no-norm-reward, or where the
+    critic's targets are scaled instead)."""
 
     def thunk() -> gym.Env:
         env = gym.make(env_id, render_mode="rgb_array" if capture_video and idx == 0 else None)
@@ -626,6 +626,9 @@ class RunLog:
         """One row of updates.csv, now and then a progress line; stop on a non-finite loss."""
         assert set(row) == set(self.columns), sorted(row)
         if not all(math.isfinite(x) for name, x in row.items() if name != "explained_variance"):
+            # a run that diverged has ended, and its rows are a result: config.json says so
+            self.config.update(steps_run=global_step, diverged=iteration)
+            (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
             fail(f"the loss is not finite at iteration {iteration}; stopping", status=1)
         sps = int(global_step / (time.time() - self.start))
         self.write(self.updates, global_step, iteration, sps, *(row[c] for c in self.columns))

@@ -95,6 +95,9 @@ class Args:
     """steps per environment per rollout (T); one batch is N * T steps"""
     normalize: bool = False
     """running observation normalisation and reward scaling, both clipped to [-10, 10]"""
+    norm_reward: bool = True
+    """with --normalize, also scale the rewards; --no-norm-reward normalises the observations
+    alone, as OpenAI baselines' ppo1 (the PPO paper's code) does"""
 
     # --- advantage ---
     gamma: float = 0.98
@@ -119,8 +122,9 @@ class Args:
     """minibatches per epoch; must divide N * T"""
     update_epochs: int = 10
     """passes over each batch (K in the paper); 3 to 30"""
-    max_grad_norm: float = 0.5
-    """clip the global gradient norm of both networks to this value"""
+    max_grad_norm: float | None = 0.5
+    """clip the global gradient norm of both networks to this value; None: no clipping, as in
+    OpenAI baselines' ppo1 (the PPO paper's code)"""
     vf_coef: float = 0.5
     """weight c_1 of the value loss in the joint loss (paper eq. 9)"""
     vf_clip: float | None = None
@@ -148,8 +152,8 @@ def make_env(env_id: str, idx: int, capture_video: bool, run_dir: Path, gamma: f
     """A thunk for gym.vector.SyncVectorEnv. Every wrapper is per env: gymnasium's vector-level
     observation wrappers refuse autoreset_mode=SAME_STEP, and per env the final observation of
     an episode reaches info["final_obs"] already normalised, on the critic's own scale.
-    scale_reward=False keeps the rewards raw under normalize (where the critic's targets are
-    scaled instead)."""
+    scale_reward=False keeps the rewards raw under normalize (--no-norm-reward, or where the
+    critic's targets are scaled instead)."""
 
     def thunk() -> gym.Env:
         env = gym.make(env_id, render_mode="rgb_array" if capture_video and idx == 0 else None)
@@ -313,8 +317,11 @@ def kl_penalty_loss(ratio: torch.Tensor, advantages: torch.Tensor, kl: torch.Ten
     """Return -L^KLPEN = -(Ê_t[r_t Â_t] - β Ê_t[D_KL(π_θ' ‖ π_θ)]).
 
     [PPO: Approximate the Constraint with Clipping]; arXiv:1707.06347 eq. 8. `kl` is the
-    minibatch mean of the exact KL, so its gradient pulls π_θ back toward π_θ'."""
-    objective = (ratio * advantages).mean() - beta * kl
+    minibatch mean of the exact KL, so its gradient pulls π_θ back toward π_θ'. With β = 0 it is
+    the plain surrogate -L(θ) = -Ê_t[r_t Â_t] and nothing else, even where the KL is infinite."""
+    objective = (ratio * advantages).mean()
+    if beta:
+        objective = objective - beta * kl
     return -objective
 
 
@@ -345,9 +352,11 @@ def train(args: Args) -> Path:
     torch.set_num_threads(1)
     device = choose_device(args)
     log = RunLog(args, device, ["policy_loss", "value_loss", "entropy", "kl",
-                                "explained_variance", "beta"], num_iterations * batch_size)
+                                "explained_variance", "beta", "max_ratio_dev"],
+                 num_iterations * batch_size)
     thunks = [make_env(args.env_id, i, args.capture_video, log.run_dir, args.gamma, args.normalize,
-                       not args.scale_value_targets) for i in range(args.num_envs)]
+                       args.norm_reward and not args.scale_value_targets)
+              for i in range(args.num_envs)]
     envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs_dim, action_shape = envs.single_observation_space.shape[0], envs.single_action_space.shape
     actor = Actor(obs_dim, envs.single_action_space, args.hidden_size, args.log_std_init).to(device)
@@ -455,18 +464,22 @@ def train(args: Args) -> Path:
                     loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy
                     optimizer.zero_grad()
                     loss.backward()
-                    # not in the article: global gradient-norm clipping (OpenAI baselines)
-                    nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+                    if args.max_grad_norm is not None:
+                        # not in the article: global gradient-norm clipping (OpenAI baselines)
+                        nn.utils.clip_grad_norm_(params, args.max_grad_norm)
                     optimizer.step()
                     stats.append(torch.stack([pg_loss, v_loss, entropy]).detach())
 
             # --- 5. θ' ← θ: the next batch is sampled by the updated actor [step 5] ---
             old_actor.load_state_dict(actor.state_dict())
-            with torch.no_grad():  # D_KL(π_θ' ‖ π_θ) of the whole update, for the log
-                kl = mean_kl(old_dist, actor(b_obs)).item()
+            with torch.no_grad():  # for the log: D_KL(π_θ' ‖ π_θ) of the whole update and
+                new_dist = actor(b_obs)  # the largest |r_t - 1| on the batch after its last epoch
+                kl = mean_kl(old_dist, new_dist).item()
+                max_ratio_dev = (probability_ratio(new_dist.log_prob(b_actions), b_logprobs)
+                                 - 1.0).abs().max().item()
             pg_loss, v_loss, entropy = torch.stack(stats).mean(0).tolist()
             log.update(global_step, iteration, policy_loss=pg_loss, value_loss=v_loss,
-                       entropy=entropy, kl=kl, beta=beta,
+                       entropy=entropy, kl=kl, beta=beta, max_ratio_dev=max_ratio_dev,
                        explained_variance=explained_variance(b_values, b_returns))
             if args.adaptive:  # d, this update's exact KL, sets the next β (paper section 4)
                 beta = update_beta(beta, kl, args.kl_target, args.beta_factor)
@@ -497,7 +510,8 @@ FLAG_RULES = [  # (flags, the rule each value meets, the allowed values); NaN fa
     ("seed", lambda x: 0 <= x < 2**32, "an integer in [0, 2^32)"),
     ("gamma", lambda x: 0 < x <= 1, "a number in (0, 1]"),
     ("gae_lambda", lambda x: 0 <= x <= 1, "a number in [0, 1]"),
-    ("learning_rate max_grad_norm", lambda x: 0 < x < math.inf, "a positive finite number"),
+    ("learning_rate", lambda x: 0 < x < math.inf, "a positive finite number"),
+    ("max_grad_norm", lambda x: x is None or 0 < x < math.inf, "a positive finite number"),
     ("vf_coef ent_coef", lambda x: 0 <= x < math.inf, "a non-negative finite number"),
     ("vf_clip", lambda x: x is None or 0 < x < math.inf, "a positive finite number"),
     ("log_std_init", math.isfinite, "a finite number"),
@@ -621,6 +635,9 @@ class RunLog:
         """One row of updates.csv, now and then a progress line; stop on a non-finite loss."""
         assert set(row) == set(self.columns), sorted(row)
         if not all(math.isfinite(x) for name, x in row.items() if name != "explained_variance"):
+            # a run that diverged has ended, and its rows are a result: config.json says so
+            self.config.update(steps_run=global_step, diverged=iteration)
+            (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
             fail(f"the loss is not finite at iteration {iteration}; stopping", status=1)
         sps = int(global_step / (time.time() - self.start))
         self.write(self.updates, global_step, iteration, sps, *(row[c] for c in self.columns))

@@ -97,6 +97,9 @@ class Args:
     """steps per environment per rollout (T); one batch is N * T steps"""
     normalize: bool = False
     """running observation normalisation and reward scaling, both clipped to [-10, 10]"""
+    norm_reward: bool = True
+    """with --normalize, also scale the rewards; --no-norm-reward normalises the observations
+    alone, as OpenAI baselines' ppo1 (the PPO paper's code) does"""
 
     # --- advantage ---
     gamma: float = 0.98
@@ -133,8 +136,8 @@ def make_env(env_id: str, idx: int, capture_video: bool, run_dir: Path, gamma: f
     """A thunk for gym.vector.SyncVectorEnv. Every wrapper is per env: gymnasium's vector-level
     observation wrappers refuse autoreset_mode=SAME_STEP, and per env the final observation of
     an episode reaches info["final_obs"] already normalised, on the critic's own scale.
-    scale_reward=False keeps the rewards raw under normalize (where the critic's targets are
-    scaled instead)."""
+    scale_reward=False keeps the rewards raw under normalize (--no-norm-reward, or where the
+    critic's targets are scaled instead)."""
 
     def thunk() -> gym.Env:
         env = gym.make(env_id, render_mode="rgb_array" if capture_video and idx == 0 else None)
@@ -292,8 +295,8 @@ def train(args: Args) -> Path:
     device = choose_device(args)
     log = RunLog(args, device, ["policy_loss", "value_loss", "entropy", "kl",
                                 "explained_variance"], num_iterations * batch_size)
-    thunks = [make_env(args.env_id, i, args.capture_video, log.run_dir, args.gamma, args.normalize)
-              for i in range(args.num_envs)]
+    thunks = [make_env(args.env_id, i, args.capture_video, log.run_dir, args.gamma, args.normalize,
+                       args.norm_reward) for i in range(args.num_envs)]
     envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs_dim, action_shape = envs.single_observation_space.shape[0], envs.single_action_space.shape
     actor = Actor(obs_dim, envs.single_action_space, args.hidden_size, args.log_std_init).to(device)
@@ -553,6 +556,9 @@ class RunLog:
         """One row of updates.csv, now and then a progress line; stop on a non-finite loss."""
         assert set(row) == set(self.columns), sorted(row)
         if not all(math.isfinite(x) for name, x in row.items() if name != "explained_variance"):
+            # a run that diverged has ended, and its rows are a result: config.json says so
+            self.config.update(steps_run=global_step, diverged=iteration)
+            (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
             fail(f"the loss is not finite at iteration {iteration}; stopping", status=1)
         sps = int(global_step / (time.time() - self.start))
         self.write(self.updates, global_step, iteration, sps, *(row[c] for c in self.columns))

@@ -63,11 +63,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import tyro
 
+import claims
 import plot
 from plot import (PEERS_DIR, PLOTS_DIR, REPO_ROOT, SCRIPTS, THRESHOLDS, WINDOW, fail, iqm,
                   iqm_interval, warn, writable_folder)
@@ -140,10 +141,14 @@ RESULT_COLUMNS = ["script", "env", "steps", "seeds", "mean", "std", "min", "max"
 class Args:
     """Run the benchmark grid of (script, env, seed) and summarise it into --out-dir."""
 
+    grid: Literal["benchmark", "table1", "reuse"] = "benchmark"
+    """benchmark: every script against the peers (GRID); table1: the PPO paper's Table 1 and a
+    trpo row on seven MuJoCo tasks; reuse: update epochs K with and without the clip (the grids
+    of plots/claims.py)"""
     scripts: tuple[str, ...] = NAMES
     """run only these scripts (or recipes, RECIPES) of the grid"""
-    envs: tuple[str, ...] = tuple(GRID)
-    """run only these envs of the grid"""
+    envs: tuple[str, ...] | None = None
+    """run only these envs of the grid; None: all of them"""
     seeds: tuple[int, ...] | None = None
     """run only these seeds; None: each env's seeds in GRID"""
     total_timesteps: int | None = None
@@ -163,34 +168,54 @@ class Args:
 
 
 class Cell(NamedTuple):
-    """One run of the grid; `name` is its row (a script, or a recipe of RECIPES), `flags` its
-    script's flags, --runs-dir aside."""
+    """One run of a grid; `name` is its row (a script, a recipe of RECIPES, or a setting of
+    claims.SETTINGS), `script` the script it runs, `flags` that script's flags, --runs-dir
+    aside."""
 
     name: str
+    script: str
     env_id: str
     seed: int
     flags: list[str]
 
-    @property
-    def script(self) -> str:
-        return RECIPES.get(self.name, self.name)
+
+def make_cell(name: str, script: str, env_id: str, seed: int, steps: int, flags: str) -> Cell:
+    return Cell(name, script, env_id, seed,
+                ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(steps),
+                 "--exp-name", name, *shlex.split(flags)])
 
 
 def grid_cell(name: str, env_id: str, seed: int, total_timesteps: int | None) -> Cell:
     """The run of GRID's command for (name, env_id) with this seed (and budget, if given)."""
     env = GRID[env_id]
-    steps = total_timesteps or env.steps[name]
-    flags = ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(steps),
-             "--exp-name", name, *shlex.split(env.flags.get(name, ""))]
-    return Cell(name, env_id, seed, flags)
+    return make_cell(name, RECIPES.get(name, name), env_id, seed,
+                     total_timesteps or env.steps[name], env.flags.get(name, ""))
+
+
+def claims_cell(setting: str, env_id: str, seed: int, total_timesteps: int | None) -> Cell:
+    """The run of a setting of the claims grids (claims.SETTINGS, claims.reuse_setting)."""
+    script, flags = claims.setting_command(setting)
+    return make_cell(setting, script, env_id, seed, total_timesteps or claims.STEPS, flags)
 
 
 def grid_cells(args: Args) -> list[Cell]:
-    """The runs of GRID that --scripts, --envs and --seeds select, in GRID's order."""
+    """The runs of --grid that --scripts, --envs and --seeds select: the benchmark in GRID's
+    order, a claims grid seed-major (claims.grid_runs)."""
+    envs = grid_envs(args.grid) if args.envs is None else args.envs
+    if args.grid != "benchmark":
+        cells = [claims_cell(setting, env_id, seed, args.total_timesteps)
+                 for setting, env_id, seed in claims.grid_runs(args.grid)]
+        return [cell for cell in cells if cell.env_id in envs and cell.script in args.scripts
+                and (args.seeds is None or cell.seed in args.seeds)]
     return [grid_cell(name, env_id, seed, args.total_timesteps)
-            for env_id, env in GRID.items() if env_id in args.envs
+            for env_id, env in GRID.items() if env_id in envs
             for name in NAMES if name in args.scripts and name in env.steps
             for seed in (env.seeds if args.seeds is None else args.seeds)]
+
+
+def grid_envs(grid: str) -> tuple[str, ...]:
+    return {"benchmark": tuple(GRID), "table1": claims.TABLE1_ENVS,
+            "reuse": claims.REUSE_ENVS}[grid]
 
 
 def command(cell: Cell, runs_dir: Path) -> list[str]:
@@ -245,6 +270,8 @@ def finished_config(run_dir: Path) -> dict | None:
         if not (isinstance(config["exp_name"], str) and isinstance(config["env_id"], str)
                 and isinstance(config["seed"], int)):
             return None
+        if config.get("diverged"):  # stopped on a non-finite loss: a result, not a failure
+            return config
         if "finished" in config:
             return config if config["finished"] is True else None
         iterations = config["total_timesteps"] // (config["num_envs"] * config["num_steps"])
@@ -401,6 +428,24 @@ def summarise(runs_dir: Path, out_dir: Path, total_timesteps: int | None) -> Non
           + ", ".join(p.name for p in figures))
 
 
+def summarise_grid(args: Args) -> None:
+    """The benchmark's summary, or the claims' (both claims grids at once: the reuse grid's
+    K = 10 runs are Table 1's). A claims run is the newest finished run folder whose config
+    agrees with the setting's command (exp_name aside: one run serves both grids)."""
+    if args.grid == "benchmark":
+        summarise(args.runs_dir, args.out_dir, args.total_timesteps)
+        return
+    every = [claims_cell(setting, env_id, seed, args.total_timesteps)
+             for grid in ("table1", "reuse") for setting, env_id, seed in claims.grid_runs(grid)]
+    found = {}
+    for run_dir, config in finished_runs(args.runs_dir).items():  # oldest first: newest wins
+        for cell in every:
+            if (config["env_id"], config["seed"]) == (cell.env_id, cell.seed) and agrees(
+                    config, cell):
+                found[cell.name, cell.env_id, cell.seed] = run_dir
+    claims.summarise(found, args.out_dir / "claims")
+
+
 def env_order(env_id: str) -> tuple[int, str]:
     """GRID's order first, then other envs alphabetically."""
     return (list(GRID).index(env_id) if env_id in GRID else len(GRID), env_id)
@@ -414,7 +459,8 @@ def in_plots(folder: Path) -> bool:
 
 def main(args: Args) -> None:
     """Check the flags, then dry-run, run and summarise, or only summarise."""
-    for name, chosen, allowed in (("scripts", args.scripts, NAMES), ("envs", args.envs, GRID)):
+    for name, chosen, allowed in (("scripts", args.scripts, NAMES),
+                                  ("envs", args.envs or (), grid_envs(args.grid))):
         unknown = [x for x in chosen if x not in allowed]
         if unknown:
             fail(f"--{name} {' '.join(unknown)}: not in the grid ({', '.join(allowed)})")
@@ -431,7 +477,7 @@ def main(args: Args) -> None:
         if not args.summary_only:
             writable_folder("--runs-dir", args.runs_dir)
     if args.summary_only:
-        summarise(args.runs_dir, args.out_dir, args.total_timesteps)
+        summarise_grid(args)
         return
 
     cells = grid_cells(args)
@@ -447,7 +493,7 @@ def main(args: Args) -> None:
     if failures:
         print(f"{failures} of {len(todo)} runs failed; their logs are in "
               f"{args.runs_dir / 'logs'}", file=sys.stderr)
-    summarise(args.runs_dir, args.out_dir, args.total_timesteps)
+    summarise_grid(args)
     if failures:
         raise SystemExit(1)
 
