@@ -253,10 +253,17 @@ def same(recorded, expected) -> bool:
     return recorded == expected
 
 
+RECORDED = frozenset({"versions", "device", "steps_run", "finished", "diverged"})
+"""keys of config.json that the scripts add to their Args fields"""
+
+
 def agrees(config: dict, cell: Cell) -> bool:
-    """Whether a run's config.json is the config of the cell's command."""
+    """Whether a run's config.json is the config of the cell's command (and of its script: a
+    key that is neither a field of the script's Args nor RECORDED is another script's run)."""
     expected = command_config(cell.script, tuple(cell.flags))
     defaults = command_config(cell.script, ())
+    if set(config) - set(defaults) - RECORDED:
+        return False
     return all(same(config.get(name, defaults[name]), value)
                for name, value in expected.items() if name not in NOT_COMPARED)
 

@@ -35,6 +35,9 @@ CHECK_ARGS_TABLE = [
     ("ppo_clip", dict(ent_coef=math.inf), "--ent-coef inf:"),
     ("ppo_clip", dict(ent_coef=math.nan), "--ent-coef nan:"),
     ("ppo_clip", dict(clip_coef=math.inf), "--clip-coef inf:"),
+    ("ppo_clip", dict(max_grad_norm=None), None),  # no gradient clipping, as in ppo1
+    ("ppo_clip", dict(max_grad_norm=0.0), "--max-grad-norm 0.0:"),
+    ("ppo_kl", dict(max_grad_norm=math.nan), "--max-grad-norm nan:"),
     ("ppo_kl", dict(vf_coef=math.inf), "--vf-coef inf:"),
     ("ppo_kl", dict(beta_init=0.0, adaptive=False), None),  # the plain surrogate, an ablation
     ("ppo_kl", dict(beta_init=0.0), "--beta-init 0.0:"),  # adapting 0 would keep it 0

@@ -21,8 +21,9 @@ from conftest import SCRIPTS
 
 # the algorithm's own columns of updates.csv, each with the values it may take
 OWN_COLUMNS = {
-    "ppo_clip": {"clipfrac": lambda args, x: (x >= 0) & (x <= 1)},  # a fraction of a batch
-    "ppo_kl": {"beta": lambda args, x: x > 0},
+    "ppo_clip": {"clipfrac": lambda args, x: (x >= 0) & (x <= 1),  # a fraction of a batch
+                 "max_ratio_dev": lambda args, x: x >= 0},  # max |r_t - 1| after the update
+    "ppo_kl": {"beta": lambda args, x: x > 0, "max_ratio_dev": lambda args, x: x >= 0},
     "trpo": {"backtracks": lambda args, x: np.isin(x, range(args.backtrack_iters + 1)),
              "accepted": lambda args, x: np.isin(x, [0, 1]),
              "surrogate_improvement": lambda args, x: x >= 0},

@@ -67,7 +67,8 @@ def write_run(parent: Path, script: str, seed: int, returns: np.ndarray, stamp: 
     run_dir = parent / f"{ENV}__{script}__{seed}__{stamp}"
     run_dir.mkdir(parents=True)
     config = dict(exp_name=script, seed=seed, env_id=ENV, total_timesteps=total_timesteps,
-                  num_envs=NUM_ENVS, num_steps=NUM_STEPS[script], max_kl=0.01, **config_changes)
+                  num_envs=NUM_ENVS, num_steps=NUM_STEPS[script],
+                  **({"max_kl": 0.01} if script == "trpo" else {}), **config_changes)
     batch = NUM_ENVS * NUM_STEPS[script]
     iterations = total_timesteps // batch // (1 if finished else 2)
     (run_dir / "config.json").write_text(json.dumps(config))

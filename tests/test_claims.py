@@ -1,0 +1,232 @@
+"""plots/claims.py and the claims grids of plots/benchmark.py: the normalisation and bootstrap of
+Table 1 against values worked by hand, the grid's commands as --dry-run prints them, resuming,
+the compact per-run data against the raw episodes, and the no-clip row's loss."""
+
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tyro
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "plots"))
+import benchmark  # noqa: E402
+import claims  # noqa: E402
+import ppo_clip  # noqa: E402  (the repository root is on sys.path through benchmark)
+import ppo_kl  # noqa: E402
+import trpo  # noqa: E402
+
+BENCHMARK = "plots/benchmark.py"
+MODULES = {"ppo_clip": ppo_clip, "ppo_kl": ppo_kl, "trpo": trpo}
+
+
+# --- Table 1's normalisation and bootstrap, on a table small enough to work by hand ---
+
+RANDOM = {"e1": 0.0, "e2": 10.0}
+SCORES = {("A", "e1"): [10.0, 20.0], ("A", "e2"): [110.0, 110.0],
+          ("B", "e1"): [30.0, 30.0], ("B", "e2"): [60.0, 60.0],
+          ("T", "e1"): [100.0, 100.0], ("T", "e2"): [10.0, 10.0]}
+
+
+def test_normalisation_against_hand_values():
+    """Best on e1 is B (mean 30), on e2 A (110); T is not a PPO setting and sets nothing, even
+    with the highest score: A = mean(1/3, 2/3, 1, 1), B = mean(1, 1, 0.5, 0.5), T = 100/30 on
+    e1 and 0 on e2."""
+    table = claims.table1_scores(SCORES, RANDOM, settings=("A", "B"))
+    assert table["A"][0] == pytest.approx(0.75)
+    assert table["B"][0] == pytest.approx(0.75)
+    assert table["T"][0] == pytest.approx((100 / 30 * 2 + 0 * 2) / 4)
+    assert [table[s][3] for s in "ABT"] == [4, 4, 4]
+
+
+def test_bootstrap_resamples_seeds_within_each_task():
+    """A's e2 runs are equal, so only e1's pair varies: resampled, it averages to 1/3, 1/2 or
+    2/3 with chances 1/4, 1/2, 1/4, and A's figure to 2/3, 3/4 or 5/6. Each extreme has chance
+    1/4 > 2.5 %, so the interval is exactly [2/3, 5/6]. B's runs are equal per task: no
+    spread. Were the seeds pooled across tasks instead, B's interval would not be a point."""
+    table = claims.table1_scores(SCORES, RANDOM, settings=("A", "B"))
+    assert table["A"][1:3] == pytest.approx((2 / 3, 5 / 6))
+    assert table["B"][1:3] == pytest.approx((0.75, 0.75))
+
+
+def test_normalise_maps_random_to_0_and_best_to_1():
+    assert claims.normalise(-43.0, -43.0, 7.0) == 0.0
+    assert claims.normalise(7.0, -43.0, 7.0) == 1.0
+    assert claims.normalise(-93.0, -43.0, 7.0) == -1.0
+
+
+# --- the grids' commands, read back from --dry-run ---
+
+def dry_run_args(run_script, tmp_path, *argv):
+    result = run_script(BENCHMARK, "--dry-run", "--runs-dir", tmp_path / "runs", *argv)
+    assert result.returncode == 0, result.stderr
+    parsed = []
+    for line in result.stdout.splitlines():
+        words = shlex.split(line.split(" && ", 1)[1])
+        script = Path(words[2]).stem
+        parsed.append((script, tyro.cli(MODULES[script].Args, args=words[3:])))
+    return parsed
+
+
+def test_table1_grid_carries_table3_flags(run_script, tmp_path):
+    """arXiv:1707.06347, Table 3: horizon 2048, Adam 3e-4, 10 epochs, minibatch 64, γ 0.99,
+    λ 0.95, 64-64 networks, no entropy bonus; ppo1 where the paper is silent."""
+    runs = dry_run_args(run_script, tmp_path, "--grid", "table1")
+    assert len(runs) == 7 * 12 * 3
+    assert [a.seed for _, a in runs[:84]] == [1] * 84  # seed 1 of every cell first
+    for script, a in runs:
+        assert (a.num_envs, a.num_steps, a.update_epochs) == (1, 2048, 10)
+        assert a.num_envs * a.num_steps // a.num_minibatches == 64
+        assert (a.gamma, a.gae_lambda, a.hidden_size, a.total_timesteps) == (
+            0.99, 0.95, 64, 1_000_000)
+        assert a.normalize and not a.norm_reward and a.anneal_lr
+        if script != "trpo":
+            assert (a.learning_rate, a.ent_coef, a.max_grad_norm) == (3e-4, 0.0, None)
+    settings = {(s, a.exp_name) for s, a in runs}
+    assert len(settings) == 12
+    by_name = {a.exp_name: (s, a) for s, a in runs}
+    assert by_name["no_clip"][0] == "ppo_kl"
+    assert (by_name["no_clip"][1].beta_init, by_name["no_clip"][1].adaptive) == (0.0, False)
+    assert by_name["clip_0.3"][1].clip_coef == 0.3
+    assert (by_name["adaptive_kl_0.003"][1].kl_target, by_name["adaptive_kl_0.003"][1].adaptive,
+            by_name["adaptive_kl_0.003"][1].beta_init) == (0.003, True, 1.0)
+    assert (by_name["fixed_kl_10"][1].beta_init, by_name["fixed_kl_10"][1].adaptive) == (10.0,
+                                                                                          False)
+    assert by_name["trpo"][1].max_kl == 0.01
+
+
+def test_reuse_grid_varies_only_the_epochs(run_script, tmp_path):
+    runs = dry_run_args(run_script, tmp_path, "--grid", "reuse", "--seeds", "1")
+    assert len(runs) == 2 * 2 * 4
+    assert sorted({a.update_epochs for _, a in runs}) == [1, 3, 10, 30]
+    for script, a in runs:
+        assert a.env_id in ("Hopper-v5", "HalfCheetah-v5")
+        if script == "ppo_clip":
+            assert a.clip_coef == 0.2
+        else:
+            assert (script, a.beta_init, a.adaptive) == ("ppo_kl", 0.0, False)
+
+
+def write_config(runs_dir: Path, cell: benchmark.Cell, name: str, **recorded) -> None:
+    """A run folder whose config.json is the cell's command's, with `recorded` added."""
+    folder = runs_dir / name
+    folder.mkdir(parents=True)
+    config = benchmark.command_config(cell.script, tuple(cell.flags))
+    (folder / "config.json").write_text(json.dumps({**config, "steps_run": 0, **recorded}))
+
+
+def test_finished_and_diverged_runs_are_skipped_a_cut_off_one_rerun(run_script, tmp_path):
+    """Of Reacher's seed-1 runs, one finished, one diverged (a result), one was cut off, and a
+    ppo_clip run recorded under the adaptive-KL setting's name is still ppo_clip's."""
+    cells = {c.name: c for c in benchmark.grid_cells(tyro.cli(benchmark.Args, args=[
+        "--grid", "table1", "--envs", "Reacher-v5", "--seeds", "1"]))}
+    runs_dir = tmp_path / "runs"
+    write_config(runs_dir, cells["clip_0.2"], "a", finished=True)
+    write_config(runs_dir, cells["no_clip"], "b", finished=False, diverged=12)
+    write_config(runs_dir, cells["fixed_kl_1"], "c", finished=False)
+    write_config(runs_dir, cells["clip_0.1"], "d", finished=True, exp_name="adaptive_kl_0.01")
+    names = {a.exp_name for _, a in dry_run_args(run_script, tmp_path, "--grid", "table1",
+                                                 "--envs", "Reacher-v5", "--seeds", "1")}
+    assert names == set(claims.SETTINGS) - {"clip_0.2", "no_clip", "clip_0.1"}
+
+
+# --- one run, compact ---
+
+def fake_run(folder: Path, returns: np.ndarray, steps: np.ndarray, updates: dict,
+             config: dict) -> Path:
+    folder.mkdir(parents=True)
+    lines = ["global_step,episodic_return,episodic_length,wall_time"]
+    lines += [f"{s},{float(r)!r},10,0.0" for s, r in zip(steps, returns)]
+    (folder / "episodes.csv").write_text("\n".join(lines) + "\n")
+    columns = ["global_step", *updates]
+    rows = zip(range(len(next(iter(updates.values())))), *updates.values())
+    (folder / "updates.csv").write_text(
+        ",".join(columns) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_compact_run_keeps_the_raw_score_and_bins(tmp_path):
+    rng = np.random.default_rng(3)
+    returns = rng.normal(1000.0, 300.0, 250)
+    steps = np.sort(rng.integers(1, 1_000_001, 250))
+    steps[-1] = 1_000_000
+    updates = {"kl": [0.01, 0.03, 0.02, 0.5], "max_ratio_dev": [0.2, 0.9, 0.4, 3.0]}
+    run = fake_run(tmp_path / "run", returns, steps, updates, {"steps_run": 1_000_000})
+    row, curve = claims.compact_run("clip_0.2", "Hopper-v5", 1, run)
+    assert float(row["score"]) == pytest.approx(sum(returns[150:]) / 100, rel=1e-5)
+    assert (float(row["kl_median"]), float(row["kl_max"])) == (pytest.approx(0.025), 0.5)
+    assert float(row["ratio_dev_median"]) == pytest.approx(0.65)
+    assert sum(n for _, n, _ in curve) == 250
+    for end, n, mean in curve:
+        inside = [r for s, r in zip(steps, returns) if end - claims.BIN < s <= end]
+        assert n == len(inside) and mean == pytest.approx(sum(inside) / len(inside))
+    assert curve[-1][0] == 1_000_000
+
+
+def test_compact_run_counts_the_line_search(tmp_path):
+    """Six trpo updates: full steps at k = 0, two backtracked (k = 1 and 3), one refused."""
+    updates = {"kl": [0.009, 0.004, 0.0, 0.002, 0.01, 0.008],
+               "accepted": [1, 1, 0, 1, 1, 1], "backtracks": [0, 1, 10, 3, 0, 0]}
+    run = fake_run(tmp_path / "run", np.ones(5), np.arange(1, 6), updates,
+                   {"steps_run": 12288, "max_kl": 0.01, "diverged": 6})
+    row, _ = claims.compact_run("trpo", "Hopper-v5", 2, run)
+    assert (row["updates"], row["full_steps"], row["backtracked"], row["refused"]) == (
+        "6", "3", "2", "1")
+    assert (float(row["backtracks_mean"]), row["backtracks_max"]) == (2.0, "3")
+    assert (float(row["accepted_kl_max"]), row["max_kl"], row["diverged_at"]) == (0.01, "0.01",
+                                                                                  "6")
+
+
+def test_summary_rebuilds_table1_from_the_runs(tmp_path):
+    """Two settings on two tasks through summarise: table1.csv holds the hand values, and a
+    second summary with no new run keeps every row."""
+    out = tmp_path / "claims"
+    out.mkdir()
+    (out / "random.csv").write_text("env,episodes,mean_return,std\n" + "".join(
+        f"{env},100,{0 if env == 'Hopper-v5' else 10},1\n" for env in claims.TABLE1_ENVS))
+    found = {}
+    for setting, env, seed, score in [("clip_0.2", "Hopper-v5", 1, 10), ("clip_0.2", "Hopper-v5",
+                                      2, 20), ("no_clip", "Hopper-v5", 1, 30),
+                                      ("clip_0.2", "Swimmer-v5", 1, 110),
+                                      ("no_clip", "Swimmer-v5", 1, 60)]:
+        found[setting, env, seed] = fake_run(
+            tmp_path / f"{setting}{env}{seed}", np.full(120, float(score)), np.arange(1, 121),
+            {"kl": [0.01], "max_ratio_dev": [0.1]}, {"steps_run": 2048})
+    claims.summarise(found, out)
+    claims.summarise({}, out)
+    table = {r["setting"]: r for r in claims.read_rows(out / "table1.csv")}
+    # Hopper: best no_clip (30), clip_0.2 is 1/3 and 2/3; Swimmer: best clip_0.2, no_clip 0.5
+    assert float(table["clip_0.2"]["score"]) == pytest.approx((1 / 3 + 2 / 3 + 1) / 3, abs=1e-3)
+    assert float(table["no_clip"]["score"]) == pytest.approx(0.75, abs=1e-3)
+    assert table["clip_0.2"]["paper"] == "0.82" and table["clip_0.2"]["runs"] == "3"
+    assert len(claims.read_rows(out / "runs.csv")) == 5
+
+
+# --- the no-clip row: the article's L(θ), nothing else ---
+
+def test_no_clip_loss_is_minus_mean_ratio_times_advantage():
+    """β = 0 leaves -Ê_t[r_t Â_t] alone, summed term by term here, even where the KL is not
+    finite (0 · ∞ would make it NaN)."""
+    g = torch.Generator().manual_seed(0)
+    ratio = torch.rand(64, generator=g, dtype=torch.float64) * 3
+    advantages = torch.randn(64, generator=g, dtype=torch.float64)
+    by_hand = -sum(r * a for r, a in zip(ratio.tolist(), advantages.tolist())) / 64
+    for kl in (torch.tensor(0.3), torch.tensor(math.inf), torch.tensor(math.nan)):
+        loss = ppo_kl.kl_penalty_loss(ratio, advantages, kl, beta=0.0)
+        assert loss.item() == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_no_clip_row_adds_nothing_to_the_actors_loss():
+    """The row's flags: β 0 and held, no entropy bonus, no gradient clipping; the actor and the
+    critic are separate networks, so the actor's gradient is that of -L(θ) alone."""
+    script, flags = claims.setting_command("no_clip")
+    args = tyro.cli(ppo_kl.Args, args=shlex.split(flags))
+    assert script == "ppo_kl"
+    assert (args.beta_init, args.adaptive, args.ent_coef, args.max_grad_norm) == (0.0, False,
+                                                                                  0.0, None)
