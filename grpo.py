@@ -125,6 +125,14 @@ class Args:
     max_episode_steps: int | None = None
     """end every episode after this many steps (T); None: the env's own time limit, which
     also ends episodes before a larger T"""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling (arXiv:2503.14476 §3.2): keep only the groups that carry signal
+    and draw further rounds of P groups until P such groups are in the batch, at most
+    --max-draws rounds; every drawn episode's steps count toward --total-timesteps"""
+    max_draws: int = 4
+    """with --dynamic-sampling, the most rounds of P groups drawn for one batch: enough for P
+    groups of signal while at least a quarter of the groups carry any, and a solved policy
+    (all groups equal) costs at most 4 rounds per skipped update"""
 
     # --- group advantage [arXiv:2402.03300 §4.1.2; arXiv:2503.20783 §3.2] ---
     std_scale: bool = True
@@ -133,6 +141,10 @@ class Args:
     length_norm: bool = True
     """weight each step of episode i by 1/|o_i|, so each episode counts equally; --no-length-norm
     (Dr. GRPO): a constant 1/T, since 1/|o_i| gives the steps of short episodes a larger share"""
+    signal_only: bool = True
+    """update on the groups that carry signal alone, N in eq. 3 their episodes; a group whose
+    returns are all equal has Â_i = 0 and no gradient, and --no-signal-only keeps it in the
+    batch, where it only dilutes the weights 1/(N |o_i|) of the others"""
 
     # --- optimisation ---
     learning_rate: float = 1e-2
@@ -156,6 +168,9 @@ class Args:
     # --- PPO-clip ---
     clip_coef: float = 0.2
     """ε: r_t is clipped to [1 - ε, 1 + ε] (arXiv:2402.03300 eq. 3, as PPO's)"""
+    clip_coef_high: float | None = None
+    """ε_high: DAPO's clip-higher (arXiv:2503.14476 §3.1, 0.28 there), r_t clipped to
+    [1 - ε, 1 + ε_high]; None: ε"""
     target_kl: float | None = None
     """optional early stop: end an update's epochs once its exact KL exceeds this"""
 
@@ -277,15 +292,19 @@ def probability_ratio(newlogprob: torch.Tensor, logprob: torch.Tensor) -> torch.
     return (newlogprob - logprob).exp()
 
 
-def clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor,
-                           clip_coef: float) -> torch.Tensor:
+def clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float,
+                           clip_coef_high: float | None = None) -> torch.Tensor:
     """Return -L^CLIP = -Ê_t[min(r_t Â_t, clip(r_t, 1 - ε, 1 + ε) Â_t)].
 
     [PPO: Approximate the Constraint with Clipping]; arXiv:1707.06347 eq. 7. Past 1 + ε (Â_t > 0)
     or below 1 - ε (Â_t < 0) the clipped term is the smaller one and flat, so its gradient is
-    zero; the min makes L^CLIP a lower bound of the surrogate L(θ) = Ê_t[r_t Â_t]."""
+    zero; the min makes L^CLIP a lower bound of the surrogate L(θ) = Ê_t[r_t Â_t].
+    clip_coef_high, if given, is a separate upper ε_high: clip(r_t, 1 - ε, 1 + ε_high)."""
     unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef) * advantages
+    # DAPO's clip-higher (arXiv:2503.14476 §3.1): ε_high > ε lets an unlikely action that did
+    # well gain more probability in one update, which keeps the entropy from collapsing
+    high = clip_coef if clip_coef_high is None else clip_coef_high
+    clipped = torch.clamp(ratio, 1.0 - clip_coef, 1.0 + high) * advantages
     objective = torch.min(unclipped, clipped).mean()
     return -objective
 
@@ -324,7 +343,8 @@ def kl_k3(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
 
 
 def grpo_loss(ratio: torch.Tensor, advantages: torch.Tensor, weights: torch.Tensor,
-              kl_ref: torch.Tensor, clip_coef: float, beta: float) -> torch.Tensor:
+              kl_ref: torch.Tensor, clip_coef: float, beta: float,
+              clip_coef_high: float | None = None) -> torch.Tensor:
     """Return minus the GRPO objective over the steps given:
     -mean_t(w_t [min(r_t Â_t, clip(r_t, 1 - ε, 1 + ε) Â_t) - β D_KL,t]), with Â_t the advantage
     of the step's episode and D_KL,t = kl_ref, the k3 estimate. [What's Next]; arXiv:2402.03300
@@ -336,13 +356,43 @@ def grpo_loss(ratio: torch.Tensor, advantages: torch.Tensor, weights: torch.Tens
     expectation; so the weights passed here are w_t = B/(N |o_i|), and the minibatch's mean
     (1/m) Σ_t of the weighted terms is an unbiased estimate of the full-batch loss. The
     minibatches of an epoch split the batch, so their losses weighted by m/B add up to it
-    exactly. With equal lengths every w_t is 1 and, at β = 0, this is ppo_clip's -L^CLIP."""
+    exactly. With equal lengths every w_t is 1 and, at β = 0, this is ppo_clip's -L^CLIP.
+    clip_coef_high is DAPO's upper ε_high (see clipped_surrogate_loss)."""
     # w_t min(r_t Â_t, clip(r_t) Â_t) = min(r_t w_t Â_t, clip(r_t) w_t Â_t), as w_t > 0
     # [PPO: Approximate the Constraint with Clipping]
-    surrogate = -clipped_surrogate_loss(ratio, weights * advantages, clip_coef)
+    surrogate = -clipped_surrogate_loss(ratio, weights * advantages, clip_coef, clip_coef_high)
     # β mean_t(w_t D_KL,t)  [arXiv:2402.03300 eq. 3]
     penalty = beta * (weights * kl_ref).mean()
     return -(surrogate - penalty)
+
+
+def carries_signal(returns: torch.Tensor) -> torch.Tensor:
+    """Per group of the returns [P, G], whether they differ [P]: else every Â_i of the group is 0
+    and so is its gradient."""
+    return returns.amax(1) > returns.amin(1)
+
+
+def group_batch(returns: torch.Tensor, lengths: torch.Tensor, episode: torch.Tensor, T: int,
+                std_scale: bool, length_norm: bool, signal_only: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 2 on a batch of groups: from the returns R_i [P, G] (episode i = p·G + g), the
+    lengths |o_i| [P·G] and the episode of each of the batch's B steps [B], return which steps
+    the update uses [B] and, for each used step, Â_i and the weight w_t = B'/(N' |o_i|) of
+    grpo_loss (B'/(N' T) without length_norm), B' and N' the steps and episodes used.
+
+    A group whose returns are all equal carries no signal: its Â_i are 0, and so is its
+    gradient. signal_only leaves such groups out, so N' counts the episodes that carry signal;
+    a batch in which no group carries signal gives no step at all (nothing used)."""
+    G = returns.shape[1]
+    advantages = group_advantages(returns, std_scale).float().reshape(-1)  # [P·G]
+    signal = carries_signal(returns).repeat_interleave(G)  # [P·G]
+    used = signal if signal_only or not signal.any() else torch.ones_like(signal)
+    steps = used[episode]  # [B]
+    normaliser = lengths.float() if length_norm else torch.full(lengths.shape, float(T))
+    # w_t = B'/(N' |o_i|): eq. 3's 1/(N' |o_i|) times B', so that a minibatch's mean estimates
+    # the batch's sum (see grpo_loss)
+    weights = steps.sum() / (used.sum() * normaliser)
+    return steps, advantages[episode[steps]], weights[episode[steps]]
 
 
 def train(args: Args) -> Path:
@@ -358,7 +408,7 @@ def train(args: Args) -> Path:
     start_seeds = np.random.default_rng(args.seed)  # the run's own generator of start states
     device = choose_device(args)
     log = RunLog(args, device, ["policy_loss", "entropy", "kl", "kl_ref", "zero_signal",
-                                "clipfrac"], args.total_timesteps)
+                                "clipfrac", "groups_drawn"], args.total_timesteps)
     # normalize=False: the group normalises the raw returns (gamma would only scale rewards)
     thunks = [make_env(args.env_id, i, args.capture_video, log.run_dir, gamma=1.0, normalize=False)
               for i in range(N)]
@@ -393,46 +443,73 @@ def train(args: Args) -> Path:
                 ref_actor.load_state_dict(actor.state_dict())
 
             # --- 1. Collect P groups of G episodes with π_θ', the G of a group from one start
-            #     state [What's Next; Putting It Together, step 1] ---
-            seeds = start_seeds.integers(2**32, size=P)
-            next_obs, _ = envs.reset(seed=np.repeat(seeds, G).tolist())  # env p·G + g: seed_p
-            running = np.ones(N, dtype=bool)  # the env's episode has not ended
-            returns = np.zeros(N)  # R_i, the raw undiscounted return
-            lengths = np.zeros(N, dtype=np.int64)  # |o_i|
-            for step in range(T):
-                obs[step] = next_obs
-                with torch.no_grad():
-                    action = actor.sample(tensor(obs[step])).cpu().numpy()
-                actions[step] = action
-                next_obs, reward, terminated, truncated, _ = envs.step(action)
-                real[step] = running
-                global_step += int(running.sum())  # real steps only
-                returns += reward * running
-                lengths += running
-                # the end of an episode: termination, the env's time limit, or step T
-                ended = running & (terminated | truncated | (step == T - 1))
-                for i in np.flatnonzero(ended):
-                    log.episode(global_step, float(returns[i]), int(lengths[i]))
-                running &= ~ended
-                if not running.any():
+            #     state [What's Next; Putting It Together, step 1]; with --dynamic-sampling,
+            #     rounds of P groups until P groups of signal are kept ---
+            kept, drawn, with_signal, groups = [], 0, 0, 0  # kept: per round, its kept steps
+            while True:
+                seeds = start_seeds.integers(2**32, size=P)
+                next_obs, _ = envs.reset(seed=np.repeat(seeds, G).tolist())  # env p·G + g: seed_p
+                running = np.ones(N, dtype=bool)  # the env's episode has not ended
+                returns = np.zeros(N)  # R_i, the raw undiscounted return
+                lengths = np.zeros(N, dtype=np.int64)  # |o_i|
+                for step in range(T):
+                    obs[step] = next_obs
+                    with torch.no_grad():
+                        action = actor.sample(tensor(obs[step])).cpu().numpy()
+                    actions[step] = action
+                    next_obs, reward, terminated, truncated, _ = envs.step(action)
+                    real[step] = running
+                    global_step += int(running.sum())  # real steps only
+                    returns += reward * running
+                    lengths += running
+                    # the end of an episode: termination, the env's time limit, or step T
+                    ended = running & (terminated | truncated | (step == T - 1))
+                    for i in np.flatnonzero(ended):
+                        log.episode(global_step, float(returns[i]), int(lengths[i]))
+                    running &= ~ended
+                    if not running.any():
+                        break
+                drawn += P
+                signal = carries_signal(torch.as_tensor(returns).view(P, G)).numpy()  # [P]
+                with_signal += int(signal.sum())
+                keep = signal.copy() if args.dynamic_sampling else np.ones(P, dtype=bool)
+                keep &= np.cumsum(keep) <= P - groups  # at most P groups in the batch
+                envs_kept = np.repeat(keep, G)  # [N]
+                mask = real[:step + 1] & envs_kept  # [rows, N]: the kept episodes' real steps
+                episode = np.cumsum(envs_kept) - 1 + G * groups  # env n's episode in the batch
+                kept.append((obs[:step + 1][mask], actions[:step + 1][mask],
+                             episode[np.nonzero(mask)[1]], returns.reshape(P, G)[keep],
+                             lengths[envs_kept]))
+                groups += int(keep.sum())
+                if (not args.dynamic_sampling or groups == P or drawn == args.max_draws * P
+                        or global_step + N * T > args.total_timesteps):
                     break
 
             # --- 2. The group advantage Â_i of every step of episode i, no critic [What's
             #     Next; arXiv:2402.03300 §4.1.2] ---
-            group_returns = torch.as_tensor(returns).view(P, G)
-            # Â_i = (R_i - mean(R_group)) / (std(R_group) + ε), or R_i - mean with --no-std-scale
-            advantages = group_advantages(group_returns, args.std_scale).float().reshape(N)
-            zero_signal = (group_returns.amax(1) == group_returns.amin(1)).double().mean().item()
-            mask = tensor(real[:step + 1])  # [rows, N], the rows the longest episode used
-            b_obs = tensor(obs[:step + 1])[mask]  # [B, obs_dim], the B real steps
-            b_actions = tensor(actions[:step + 1])[mask]
-            b_episode = torch.arange(N, device=device).expand_as(mask)[mask]  # [B]: its i
-            batch_size = len(b_episode)
-            b_advantages = advantages.to(device)[b_episode]
-            # w_t = B/(N |o_i|): eq. 3's 1/(N |o_i|) times B, so that a minibatch's mean
-            # estimates the batch's sum (see grpo_loss); B/(N T) with --no-length-norm
-            normaliser = tensor(lengths).float() if args.length_norm else torch.full((N,), T)
-            b_weights = (batch_size / (N * normaliser.to(device)))[b_episode]
+            zero_signal = 1.0 - with_signal / drawn  # of the groups drawn
+            if not with_signal:
+                # no group carries signal: every Â_i = 0, so the objective's gradient is 0 (at
+                # β = 0) and a step would only replay Adam's momentum; θ and Adam stay as they are
+                with torch.no_grad():  # the log's entropy and KL to π_ref, on the last round
+                    last_obs = tensor(obs[:step + 1][real[:step + 1]])
+                    last_actions = tensor(actions[:step + 1][real[:step + 1]])
+                    dist = actor(last_obs)
+                    kl_ref = kl_k3(dist.log_prob(last_actions),
+                                   ref_actor(last_obs).log_prob(last_actions))
+                log.update(global_step, iteration, policy_loss=0.0, kl=0.0, clipfrac=0.0,
+                           entropy=dist.entropy().mean().item(), kl_ref=kl_ref.mean().item(),
+                           zero_signal=zero_signal, groups_drawn=drawn)
+                continue
+            b_obs, b_actions, b_episode, group_returns, b_lengths = (
+                tensor(np.concatenate(x)) for x in zip(*kept))  # b_obs [B, obs_dim]
+            # which steps the update uses, Â_i = (R_i - mean(R_group)) / (std(R_group) + ε)
+            # (R_i - mean with --no-std-scale) and w_t = B'/(N' |o_i|) for each (group_batch)
+            used, b_advantages, b_weights = group_batch(
+                group_returns, b_lengths, b_episode, T, args.std_scale, args.length_norm,
+                args.signal_only)
+            b_obs, b_actions = b_obs[used], b_actions[used]  # [B', ...]: the steps used
+            batch_size = len(b_obs)
             with torch.no_grad():
                 old_dist = actor(b_obs)  # π_θ'(·|s_t), once per batch: the actor is still θ'
                 b_logprobs = old_dist.log_prob(b_actions)  # log π_θ'(a_t|s_t)
@@ -456,7 +533,7 @@ def train(args: Args) -> Path:
                     # -mean_t(w_t [min(r_t Â_i, clip(r_t, 1 - ε, 1 + ε) Â_i) - β D_KL,t])  [eq. 3]
                     mb_weights = b_weights[mb_inds]
                     pg_loss = grpo_loss(ratio, b_advantages[mb_inds], mb_weights, kl_ref,
-                                        args.clip_coef, args.beta)
+                                        args.clip_coef, args.beta, args.clip_coef_high)
 
                     # not in the article: an entropy bonus, as ppo_clip's (arXiv:1707.06347 eq. 9)
                     loss = pg_loss - args.ent_coef * entropy
@@ -465,7 +542,8 @@ def train(args: Args) -> Path:
                     # not in the article: global gradient-norm clipping (OpenAI baselines)
                     nn.utils.clip_grad_norm_(params, args.max_grad_norm)
                     optimizer.step()
-                    clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+                    high = 1.0 + (args.clip_coef_high or args.clip_coef)
+                    clipfrac = ((ratio < 1.0 - args.clip_coef) | (ratio > high)).float().mean()
                     stats.append(torch.stack([pg_loss, entropy, (mb_weights * kl_ref).mean(),
                                               clipfrac]).detach())
 
@@ -480,7 +558,8 @@ def train(args: Args) -> Path:
                 kl = mean_kl(old_dist, actor(b_obs)).item()
             pg_loss, entropy, kl_ref, clipfrac = torch.stack(stats).mean(0).tolist()
             log.update(global_step, iteration, policy_loss=pg_loss, entropy=entropy, kl=kl,
-                       kl_ref=kl_ref, zero_signal=zero_signal, clipfrac=clipfrac)
+                       kl_ref=kl_ref, zero_signal=zero_signal, clipfrac=clipfrac,
+                       groups_drawn=drawn)
     except KeyboardInterrupt:  # Ctrl-C: stop here, keeping the rows, the model and the folder
         log.interrupted = True
     if args.save_model:
@@ -503,8 +582,8 @@ def fail(message: str, status: int = 2) -> NoReturn:
 
 
 FLAG_RULES = [  # (flags, the rule each value meets, the allowed values); NaN fails every rule
-    ("total_timesteps num_groups num_minibatches update_epochs hidden_size eval_episodes",
-     lambda x: x > 0, "a positive integer"),
+    ("total_timesteps num_groups num_minibatches update_epochs hidden_size eval_episodes "
+     "max_draws", lambda x: x > 0, "a positive integer"),
     ("group_size", lambda x: x >= 2, "an integer of at least 2 (one episode has no baseline)"),
     ("max_episode_steps", lambda x: x is None or x > 0, "a positive integer"),
     ("seed", lambda x: 0 <= x < 2**32, "an integer in [0, 2^32)"),
@@ -513,6 +592,7 @@ FLAG_RULES = [  # (flags, the rule each value meets, the allowed values); NaN fa
     ("ref_update_every", lambda x: x >= 0, "a non-negative integer"),
     ("log_std_init", math.isfinite, "a finite number"),
     ("clip_coef", lambda x: 0 < x < math.inf, "a positive finite number"),
+    ("clip_coef_high", lambda x: x is None or 0 < x < math.inf, "a positive finite number"),
     ("target_kl", lambda x: x is None or 0 < x < math.inf, "a positive finite number"),
 ]
 

@@ -309,15 +309,19 @@ def probability_ratio(newlogprob: torch.Tensor, logprob: torch.Tensor) -> torch.
     return (newlogprob - logprob).exp()
 
 
-def clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor,
-                           clip_coef: float) -> torch.Tensor:
+def clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float,
+                           clip_coef_high: float | None = None) -> torch.Tensor:
     """Return -L^CLIP = -Ê_t[min(r_t Â_t, clip(r_t, 1 - ε, 1 + ε) Â_t)].
 
     [PPO: Approximate the Constraint with Clipping]; arXiv:1707.06347 eq. 7. Past 1 + ε (Â_t > 0)
     or below 1 - ε (Â_t < 0) the clipped term is the smaller one and flat, so its gradient is
-    zero; the min makes L^CLIP a lower bound of the surrogate L(θ) = Ê_t[r_t Â_t]."""
+    zero; the min makes L^CLIP a lower bound of the surrogate L(θ) = Ê_t[r_t Â_t].
+    clip_coef_high, if given, is a separate upper ε_high: clip(r_t, 1 - ε, 1 + ε_high)."""
     unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef) * advantages
+    # DAPO's clip-higher (arXiv:2503.14476 §3.1): ε_high > ε lets an unlikely action that did
+    # well gain more probability in one update, which keeps the entropy from collapsing
+    high = clip_coef if clip_coef_high is None else clip_coef_high
+    clipped = torch.clamp(ratio, 1.0 - clip_coef, 1.0 + high) * advantages
     objective = torch.min(unclipped, clipped).mean()
     return -objective
 

@@ -70,6 +70,7 @@ import tyro
 
 import claims
 import plot
+import solved
 from plot import (PEERS_DIR, PLOTS_DIR, REPO_ROOT, SCRIPTS, THRESHOLDS, WINDOW, fail, iqm,
                   iqm_interval, warn, writable_folder)
 
@@ -141,10 +142,10 @@ RESULT_COLUMNS = ["script", "env", "steps", "seeds", "mean", "std", "min", "max"
 class Args:
     """Run the benchmark grid of (script, env, seed) and summarise it into --out-dir."""
 
-    grid: Literal["benchmark", "table1", "reuse"] = "benchmark"
+    grid: Literal["benchmark", "table1", "reuse", "grpo"] = "benchmark"
     """benchmark: every script against the peers (GRID); table1: the PPO paper's Table 1 and a
-    trpo row on seven MuJoCo tasks; reuse: update epochs K with and without the clip (the grids
-    of plots/claims.py)"""
+    trpo row on seven MuJoCo tasks; reuse: update epochs K with and without the clip (both
+    plots/claims.py); grpo: does grpo.py keep a solved CartPole solved (plots/solved.py)"""
     scripts: tuple[str, ...] = NAMES
     """run only these scripts (or recipes, RECIPES) of the grid"""
     envs: tuple[str, ...] | None = None
@@ -202,9 +203,14 @@ def grid_cells(args: Args) -> list[Cell]:
     """The runs of --grid that --scripts, --envs and --seeds select: the benchmark in GRID's
     order, a claims grid seed-major (claims.grid_runs)."""
     envs = grid_envs(args.grid) if args.envs is None else args.envs
-    if args.grid != "benchmark":
+    if args.grid == "grpo":
+        cells = [make_cell(variant, "grpo", solved.ENV, seed,
+                           args.total_timesteps or solved.STEPS, flags)
+                 for seed in solved.SEEDS for variant, flags in solved.VARIANTS.items()]
+    elif args.grid != "benchmark":
         cells = [claims_cell(setting, env_id, seed, args.total_timesteps)
                  for setting, env_id, seed in claims.grid_runs(args.grid)]
+    if args.grid != "benchmark":
         return [cell for cell in cells if cell.env_id in envs and cell.script in args.scripts
                 and (args.seeds is None or cell.seed in args.seeds)]
     return [grid_cell(name, env_id, seed, args.total_timesteps)
@@ -215,7 +221,7 @@ def grid_cells(args: Args) -> list[Cell]:
 
 def grid_envs(grid: str) -> tuple[str, ...]:
     return {"benchmark": tuple(GRID), "table1": claims.TABLE1_ENVS,
-            "reuse": claims.REUSE_ENVS}[grid]
+            "reuse": claims.REUSE_ENVS, "grpo": (solved.ENV,)}[grid]
 
 
 def command(cell: Cell, runs_dir: Path) -> list[str]:
@@ -263,6 +269,11 @@ def agrees(config: dict, cell: Cell) -> bool:
     expected = command_config(cell.script, tuple(cell.flags))
     defaults = command_config(cell.script, ())
     if set(config) - set(defaults) - RECORDED:
+        return False
+    # a flag the command gives must be recorded: a run from before the flag existed is not it
+    given = {flag[2:].removeprefix("no-").replace("-", "_") for flag in cell.flags
+             if flag.startswith("--")}
+    if any(name in defaults and name not in config for name in given):
         return False
     return all(same(config.get(name, defaults[name]), value)
                for name, value in expected.items() if name not in NOT_COMPARED)
@@ -441,6 +452,19 @@ def summarise_grid(args: Args) -> None:
     agrees with the setting's command (exp_name aside: one run serves both grids)."""
     if args.grid == "benchmark":
         summarise(args.runs_dir, args.out_dir, args.total_timesteps)
+        return
+    if args.grid == "grpo":  # the variants by name, and the runs of an earlier grpo.py
+        cells = grid_cells(dataclasses.replace(args, envs=None, seeds=None, scripts=NAMES))
+        found = {}
+        for run_dir, config in finished_runs(args.runs_dir).items():
+            if config["exp_name"] == "before" and config["env_id"] == solved.ENV and config[
+                    "total_timesteps"] == (args.total_timesteps or solved.STEPS):
+                found["before", config["seed"]] = run_dir
+            for cell in cells:
+                if config["exp_name"] == cell.name and config["seed"] == cell.seed and agrees(
+                        config, cell):
+                    found[cell.name, cell.seed] = run_dir
+        solved.summarise(found, args.out_dir / "grpo_solved")
         return
     every = [claims_cell(setting, env_id, seed, args.total_timesteps)
              for grid in ("table1", "reuse") for setting, env_id, seed in claims.grid_runs(grid)]

@@ -7,6 +7,7 @@ against itself. The pieces grpo.py shares with ppo_clip.py are the same text (ch
 end), so their own tests cover them.
 """
 
+import copy
 import dataclasses
 import importlib.util
 import inspect
@@ -30,7 +31,7 @@ SMALL = dict(num_groups=3, group_size=4, max_episode_steps=50, total_timesteps=1
 SMALL_PENDULUM = dict(env_id="Pendulum-v1", num_groups=2, group_size=2, max_episode_steps=40,
                       total_timesteps=480, learning_rate=3e-4, save_model=True)
 UPDATE_COLUMNS = ["global_step", "iteration", "sps", "policy_loss", "entropy", "kl", "kl_ref",
-                  "zero_signal", "clipfrac"]
+                  "zero_signal", "clipfrac", "groups_drawn"]
 
 
 # --- the group advantage [arXiv:2402.03300 §4.1.2] ---
@@ -394,6 +395,11 @@ def test_the_reference_policy_is_the_initial_one_or_the_latest(trained, read_csv
     pytest.param(["--num-groups", "2", "--group-size", "2", "--num-minibatches", "5"],
                  "--num-minibatches 5", id="more-minibatches-than-envs"),
     pytest.param(["--env-id", "NoSuchEnv-v0"], "NoSuchEnv-v0", id="unknown-env"),
+    pytest.param(["--clip-coef-high", "0"], "--clip-coef-high 0", id="clip-coef-high-0"),
+    pytest.param(["--clip-coef-high", "nan"], "--clip-coef-high nan", id="clip-coef-high-nan"),
+    pytest.param(["--clip-coef-high", "inf"], "--clip-coef-high inf", id="clip-coef-high-inf"),
+    pytest.param(["--max-draws", "0"], "--max-draws 0", id="max-draws-0"),
+    pytest.param(["--max-draws", "-2"], "--max-draws -2", id="max-draws-negative"),
 ])
 def test_bad_flag_exits_2_with_one_line(assert_bad_flag, argv, mention):
     assert_bad_flag("grpo.py", argv, mention)
@@ -475,3 +481,155 @@ def test_shared_pieces_are_the_same_text_as_in_ppo_clip(name):
 
 def test_lines_fit_in_100_characters():
     assert max(map(len, inspect.getsource(grpo).splitlines())) <= 100
+
+
+# --- no step without signal; DAPO's dynamic sampling and clip-higher [arXiv:2503.14476] ---
+
+def test_clip_higher_loss_is_the_formula_written_out():
+    """min(r Â, clip(r, 1 - ε_low, 1 + ε_high) Â), term by term, with ε_low ≠ ε_high and ratios
+    on both sides of both bounds, for Â of both signs."""
+    ratio = torch.tensor([0.5, 0.75, 0.9, 1.0, 1.15, 1.25, 1.35, 2.0], dtype=torch.float64)
+    low, high = 0.2, 0.3
+    for sign in (1.0, -1.0):
+        advantages = sign * torch.linspace(0.5, 2.0, 8, dtype=torch.float64)
+        loss = ppo_clip.clipped_surrogate_loss(ratio, advantages, low, high)
+        terms = [min(r * a, min(max(r, 1 - low), 1 + high) * a)
+                 for r, a in zip(ratio.tolist(), advantages.tolist())]
+        assert loss.item() == pytest.approx(-sum(terms) / 8, rel=1e-12)
+        weights = torch.ones(8, dtype=torch.float64)
+        assert grpo_loss(ratio, advantages, weights, 0 * weights, low, 0.0, high).item() == (
+            pytest.approx(loss.item(), rel=1e-12))
+    # Â > 0 at r = 1.25: clipped at 1.2 with ε_high = ε, not with ε_high = 0.3
+    one = torch.tensor([1.25], dtype=torch.float64)
+    assert -ppo_clip.clipped_surrogate_loss(one, one * 0 + 1, low).item() == pytest.approx(1.2)
+    assert -ppo_clip.clipped_surrogate_loss(one, one * 0 + 1, low, high).item() == 1.25
+
+
+def test_the_gradient_comes_from_the_signal_group_alone(make_actor):
+    """Two groups of G = 3: returns (1, 3, 2) carry signal, (5, 5, 5) none. At θ = θ' the code's
+    gradient (group_batch, then grpo_loss) is that of the written-out eq. 3 over the signal
+    group's steps, Σ_i Σ_t Â_i log π(a_t|s_t) / (N' |o_i|) with N' = 3; with --no-signal-only
+    the zero group's three episodes stay in N' = 6, which halves it."""
+    actor, obs = make_actor(grpo, "categorical", batch=12, dtype=torch.float64)
+    lengths = torch.tensor([2, 1, 3, 2, 2, 2])
+    episode = torch.repeat_interleave(torch.arange(6), lengths)  # 12 steps
+    returns = torch.tensor([[1.0, 3.0, 2.0], [5.0, 5.0, 5.0]], dtype=torch.float64)
+    actions = torch.arange(12) % 3
+    mean, std = 2.0, 1.0  # of (1, 3, 2), sample std
+    advantage = [(r - mean) / (std + 1e-8) for r in (1.0, 3.0, 2.0)]
+
+    def code_gradient(signal_only):
+        used, adv, weights = grpo.group_batch(returns, lengths, episode, 3, True, True,
+                                              signal_only)
+        logp = actor(obs[used]).log_prob(actions[used])
+        ratio = (logp - logp.detach()).exp()
+        loss = grpo_loss(ratio, adv, weights, torch.zeros_like(ratio), 0.2, 0.0)
+        return torch.autograd.grad(loss, list(actor.parameters()))
+
+    objective = 0.0
+    for t in range(12):
+        i = int(episode[t])
+        if i < 3:
+            objective += advantage[i] * actor(obs[t:t + 1]).log_prob(actions[t:t + 1])[0] / (
+                3 * int(lengths[i]))
+    by_hand = torch.autograd.grad(-objective, list(actor.parameters()))
+    for code, hand in zip(code_gradient(True), by_hand):
+        torch.testing.assert_close(code, hand, rtol=1e-6, atol=1e-9)  # Â_i in float32
+    for code, hand in zip(code_gradient(False), by_hand):
+        torch.testing.assert_close(code, hand / 2, rtol=1e-6, atol=1e-9)
+    assert any(g.abs().max() > 1e-4 for g in by_hand)
+
+
+class ScriptedReward(gym.Env):
+    """One-step episodes. The reward is the action where `signal(seed, episode)` holds (group
+    members then differ when their actions do), else 1 whatever the action (no signal)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,))
+    action_space = gym.spaces.Discrete(2)
+    episodes = 0  # made by every instance together
+    signal = staticmethod(lambda seed, episode: True)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        self.seeded = seed
+        return np.full(3, 0.5, dtype=np.float32), {}
+
+    def step(self, action):
+        signal = ScriptedReward.signal(self.seeded, ScriptedReward.episodes)
+        ScriptedReward.episodes += 1
+        return np.zeros(3, dtype=np.float32), float(action) if signal else 1.0, True, False, {}
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """The ScriptedReward env registered, its count at 0; yields a setter of its rule."""
+    gym.register("ScriptedReward-v0", entry_point=ScriptedReward, max_episode_steps=1)
+    ScriptedReward.episodes = 0
+    yield lambda rule: monkeypatch.setattr(ScriptedReward, "signal", staticmethod(rule))
+    gym.registry.pop("ScriptedReward-v0")
+
+
+def test_a_batch_without_signal_leaves_actor_and_adam_untouched(scripted, monkeypatch,
+                                                                 tmp_path, read_csv):
+    """Signal in the first batch only (8 episodes): Adam steps there, then never again, and
+    the actor after three iterations is bit for bit the actor after one; the rows of the
+    skipped updates say zero_signal 1 and kl 0."""
+    scripted(lambda seed, episode: episode < 8)
+    states = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def step(self, *args, **kwargs):
+            result = super().step(*args, **kwargs)
+            states.append(copy.deepcopy(self.state_dict()))
+            return result
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    flags = dict(env_id="ScriptedReward-v0", num_groups=2, group_size=4, update_epochs=2,
+                 save_model=True)
+    actors = []
+    for total in (8, 24):
+        ScriptedReward.episodes = 0
+        run_dir = grpo.train(grpo.Args(total_timesteps=total, runs_dir=str(tmp_path), **flags))
+        actors.append(torch.load(run_dir / "model.pt", weights_only=True)["actor"])
+    assert len(states) == 2 * 2 * 2  # two runs, each 2 epochs x 2 minibatches in iteration 1
+    for name, value in actors[0].items():
+        assert torch.equal(value, actors[1][name]), name
+    for a, b in zip(states[3]["state"].values(), states[7]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)  # Adam's moments: the same too
+    updates = read_csv(run_dir / "updates.csv")
+    assert updates["zero_signal"].tolist() == [0.0, 1.0, 1.0]
+    assert updates["kl"][0] > 0 and updates["kl"][1:].tolist() == [0.0, 0.0]
+
+
+def test_dynamic_sampling_keeps_signal_groups_up_to_the_cap(scripted, monkeypatch, tmp_path,
+                                                            read_csv):
+    """Groups whose start seed is divisible by 3 carry signal (when their actions differ).
+    With --no-signal-only, so that nothing but dynamic sampling drops a group: every batch
+    holds P = 2 groups of signal when it drew fewer than the cap (3 rounds, 6 groups), at most
+    2 at the cap; and every drawn episode's step counts."""
+    scripted(lambda seed, episode: seed % 3 == 0)
+    batches = []
+    loss = grpo.grpo_loss
+
+    def recording_loss(ratio, advantages, *rest):
+        batches.append(advantages.detach().clone())
+        return loss(ratio, advantages, *rest)
+
+    monkeypatch.setattr(grpo, "grpo_loss", recording_loss)
+    args = grpo.Args(env_id="ScriptedReward-v0", num_groups=2, group_size=4, update_epochs=1,
+                     num_minibatches=1, total_timesteps=400, dynamic_sampling=True, max_draws=3,
+                     signal_only=False, runs_dir=str(tmp_path))
+    updates = read_csv(grpo.train(args) / "updates.csv")
+    drawn = updates["groups_drawn"]
+    assert set(drawn) <= {2, 4, 6} and {6} < set(drawn) and min(drawn) < 6
+    steps = np.diff(np.concatenate([[0], updates["global_step"]]))
+    np.testing.assert_array_equal(steps, 4 * drawn)  # G one-step episodes per drawn group
+    taken = iter(batches)
+    for groups_drawn, kl in zip(drawn, updates["kl"]):
+        if kl == 0 and groups_drawn == 6:
+            continue  # no group of signal within the cap: no step
+        advantages = next(taken)
+        assert torch.all(advantages != 0)  # no zero-signal group was kept
+        assert len(advantages) == 8 or groups_drawn == 6

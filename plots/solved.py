@@ -1,0 +1,93 @@
+"""Does GRPO keep a solved policy solved? benchmark.py runs this grid (--grid grpo) and calls
+summarise() below.
+
+grpo.py on CartPole-v1 for 1,000,000 steps, seeds 1-5, in each variant of VARIANTS. A run is
+solved from the first episode at which the mean of its last 20 returns reaches 475; from there
+on, the table counts the lowest such mean and the share of episodes that reach 400. Rows of
+runs made by an earlier grpo.py (the "before" row, --exp-name before) are summarised beside
+them when their folders are in the same runs folder.
+
+Written into <out-dir>/grpo_solved/: runs.csv (one row per run) and summary.csv (one row per
+variant); rows already there are kept and replaced by a newer run of the same (variant, seed).
+"""
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+ENV, STEPS, SEEDS = "CartPole-v1", 1_000_000, (1, 2, 3, 4, 5)
+SOLVED, KEPT, LOW = 475.0, 450.0, 400.0
+"""solved: the 20-episode mean reaches 475; kept: it never falls below 450 afterwards; low: an
+episode below 400"""
+WINDOW = 20
+VARIANTS = {  # row -> grpo.py's flags; each names both new flags, whatever the defaults
+    "skip_only": "--no-signal-only",
+    "signal_only": "--signal-only",
+    "clip_higher": "--signal-only --clip-coef-high 0.28",
+    "dynamic_sampling": "--signal-only --dynamic-sampling",
+    "both": "--signal-only --dynamic-sampling --clip-coef-high 0.28",
+}
+RUN_COLUMNS = ["variant", "seed", "episodes", "solved_at", "lowest_after", "share_low_after",
+               "final", "zero_signal_after", "groups_drawn_after"]
+SUMMARY_COLUMNS = ["variant", "seeds", "solved", "kept_above_450", "steps_to_475_median",
+                   "lowest_after_each_seed", "share_at_least_400_each_seed", "final_mean"]
+
+
+def stays_solved(steps: np.ndarray, returns: np.ndarray) -> tuple[float, float, float]:
+    """(step at which the 20-episode mean first reaches SOLVED, the lowest 20-episode mean
+    from then on, the share of the later episodes below LOW); (inf, nan, nan) if never."""
+    means = np.convolve(returns, np.ones(WINDOW) / WINDOW, mode="valid")  # ends at i + 19
+    reached = np.flatnonzero(means >= SOLVED)
+    if not len(reached):
+        return np.inf, np.nan, np.nan
+    first = reached[0]
+    later = returns[first + WINDOW:]  # the episodes after the one that solved it
+    share = float(np.mean(later < LOW)) if len(later) else 0.0
+    return float(steps[first + WINDOW - 1]), float(means[first:].min()), share
+
+
+def run_row(variant: str, run_dir: Path) -> dict[str, str]:
+    import plot
+    config = json.loads((run_dir / "config.json").read_text())
+    episodes = plot.read_csv(run_dir / "episodes.csv")
+    updates = plot.read_csv(run_dir / "updates.csv")
+    steps, returns = episodes["global_step"], episodes["episodic_return"]
+    solved_at, lowest, share = stays_solved(steps, returns)
+    after = updates["global_step"] > solved_at
+    return {"variant": variant, "seed": str(config["seed"]), "episodes": str(len(returns)),
+            "solved_at": f"{solved_at:.0f}", "lowest_after": f"{lowest:.1f}",
+            "share_low_after": f"{share:.4f}", "final": f"{np.mean(returns[-WINDOW:]):.1f}",
+            "zero_signal_after": f"{np.mean(updates['zero_signal'][after]):.3f}"
+            if after.any() else "",
+            "groups_drawn_after": f"{np.mean(updates['groups_drawn'][after]):.2f}"
+            if after.any() and "groups_drawn" in updates else ""}
+
+
+def summarise(found: dict[tuple[str, int], Path], out: Path) -> None:
+    """Merge the finished runs {(variant, seed): run folder} into runs.csv, then summary.csv."""
+    from claims import read_rows, write_rows
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {(r["variant"], int(r["seed"])): r for r in read_rows(out / "runs.csv")}
+    for (variant, seed), run_dir in found.items():
+        rows[variant, seed] = run_row(variant, run_dir)
+    order = ["before", *VARIANTS]
+    merged = sorted(rows.values(), key=lambda r: (order.index(r["variant"]) if r["variant"]
+                                                  in order else len(order), int(r["seed"])))
+    write_rows(out / "runs.csv", RUN_COLUMNS, merged)
+    summary = []
+    for variant in dict.fromkeys(r["variant"] for r in merged):
+        runs = [r for r in merged if r["variant"] == variant]
+        solved = [r for r in runs if r["solved_at"] != "inf"]
+        summary.append({
+            "variant": variant, "seeds": len(runs), "solved": len(solved),
+            "kept_above_450": sum(float(r["lowest_after"]) >= KEPT for r in solved),
+            "steps_to_475_median": f"{statistics.median(float(r['solved_at']) for r in runs):.0f}",
+            "lowest_after_each_seed": " / ".join(r["lowest_after"] for r in runs),
+            "share_at_least_400_each_seed": " / ".join(
+                f"{1 - float(r['share_low_after']):.3f}" for r in runs),
+            "final_mean": f"{statistics.mean(float(r['final']) for r in runs):.1f}"})
+    write_rows(out / "summary.csv", SUMMARY_COLUMNS, summary)
+    print(f"grpo: {len(found)} finished run(s) merged, {len(merged)} in {out / 'runs.csv'}; "
+          f"{out / 'summary.csv'}")
