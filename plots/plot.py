@@ -529,10 +529,11 @@ def plot_clip_objective(path: Path) -> Path:
     return path
 
 
-TRUST_REGION_STEPS = (512, 20_480)
+TRUST_REGION_STEPS = (512, 38_400)
 """environment steps trpo.py trains (CartPole-v1, default flags, seed 1) before each update of
-trust_region.png: one iteration (early), and 40 (late: the last 20 episodes return 442 of 500,
-mostly learned, and the updates still move the policy; 8 s of training here)"""
+trust_region.png: iteration 2 (early: the full step is accepted) and 76 (late: the full
+step's KL is 1.01 δ, so the line search rejects it and backtracks once; found by trying every
+1,024 steps from 16,896 to 39,936, where this was the only update that backtracked)"""
 
 
 def import_trpo():
@@ -715,42 +716,49 @@ def trust_region_curves(update: TrustRegionUpdate, alphas) -> TrustRegionCurves:
 
 def draw_trust_region_update(axes, update: TrustRegionUpdate, curves: TrustRegionCurves) -> None:
     """Left: the KL and its models with δ; right: the surrogate and its linear model; on both
-    the points the line search tried, the accepted one starred. Titles give the numbers."""
+    the points the line search tried, the rejected ones crossed and the accepted one starred.
+    Titles give the numbers; labels are matplotlib mathtext."""
     delta, tried = update.args.max_kl, np.array(update.tried)
     where = f"iteration {update.iteration}, global step {update.global_step:,}"
     if update.accepted and len(tried) == 1:
-        outcome = "line search: the full step (alpha = 1) accepted, 0 backtracks"
+        outcome = r"line search: the full step ($\alpha = 1$) accepted, 0 backtracks"
     elif update.accepted:
-        outcome = (f"line search: alpha = {tried[-1, 0]:.3g} accepted after {len(tried) - 1} "
-                   f"backtrack{'' if len(tried) == 2 else 's'}")
+        outcome = (rf"line search: $\alpha = {tried[-1, 0]:.3g}$ accepted after "
+                   f"{len(tried) - 1} backtrack{'' if len(tried) == 2 else 's'}")
     else:
-        outcome = f"line search: NO STEP ACCEPTED in {len(tried)} tries, theta' kept"
-    kl_numbers = (f"full step: KL = {tried[0, 2] / delta:.2f} delta, 1/2 x^T F x = "
-                  f"{update.fisher_model / delta:.2f} delta")
-    gain_numbers = (f"at alpha = {tried[-1, 0]:.3g}: true {tried[-1, 1]:.4f}, linear "
+        outcome = rf"line search: NO STEP ACCEPTED in {len(tried)} tries, $\theta'$ kept"
+    kl_numbers = (rf"full step: KL $= {tried[0, 2] / delta:.2f}\,\delta$, "
+                  rf"$\frac{{1}}{{2}}x^\top F x = {update.fisher_model / delta:.2f}\,\delta$")
+    gain_numbers = (rf"at $\alpha = {tried[-1, 0]:.3g}$: true {tried[-1, 1]:.4f}, linear "
                     f"{update.linear_model * tried[-1, 0]:.4f}")
+    rejected = slice(0, len(tried) - 1) if update.accepted else slice(0, len(tried))
     panels = ((axes[0], f"{where}: KL constraint\n{kl_numbers}\n{outcome}", tried[:, 2],
-               "mean KL(pi_theta' || pi_theta'+x) (nats)",
+               r"mean $D_{KL}(\pi_{\theta'} \,\|\, \pi_{\theta' + \alpha x})$ (nats)",
                [(curves.true_kl, "true mean KL (mean_kl)", COLORS["trpo"], "-"),
-                (curves.fisher_kl, "1/2 x^T F x (second order, undamped F)", "black", "--"),
-                (curves.damped_kl, f"1/2 x^T (F + cI) x, c = {update.args.cg_damping:g} (sets "
-                 "the full step)", "grey", ":")]),
+                (curves.fisher_kl, r"$\frac{1}{2}x^\top F x$ (second order, undamped $F$)",
+                 "black", "--"),
+                (curves.damped_kl, rf"$\frac{{1}}{{2}}x^\top (F + cI)\,x$, "
+                 rf"$c = {update.args.cg_damping:g}$ (sets the full step)", "grey", ":")]),
               (axes[1], f"{where}: surrogate\n{gain_numbers}\n{outcome}", tried[:, 1],
-               "L(theta'+x) - L(theta') (normalised advantage)",
+               r"$L(\theta' + \alpha x) - L(\theta')$ (normalised advantage)",
                [(curves.true_gain, "true surrogate improvement", COLORS["trpo"], "-"),
-                (curves.linear_gain, "g . x (first order)", "black", "--")]))
+                (curves.linear_gain, r"$g \cdot x$ (first order)", "black", "--")]))
     for ax, title, tried_y, ylabel, lines in panels:
         for y, label, color, linestyle in lines:
             ax.plot(curves.alphas, y, color=color, linestyle=linestyle, label=label)
         if ax is axes[0]:
-            ax.axhline(delta, color="tab:red", linewidth=1, label=f"delta = max_kl = {delta:g}")
-        ax.plot(tried[:, 0], tried_y, "o", mfc="none", color="tab:blue",
-                label=f"tried: alpha = {update.args.backtrack_coef:g}^k, k = 0, 1, ...")
+            ax.axhline(delta, color="tab:red", linewidth=1,
+                       label=rf"$\delta$ = max_kl = {delta:g}")
+        if len(tried[rejected]):
+            ax.plot(tried[rejected, 0], tried_y[rejected], "x", color="tab:red", markersize=10,
+                    mew=2, label=rf"tried and rejected: $\alpha = {update.args.backtrack_coef:g}"
+                                 r"^k$, $k = 0, 1, \ldots$")
         if update.accepted:
             ax.plot(tried[-1, 0], tried_y[-1], "*", color="tab:green", markersize=14,
-                    label="accepted")
+                    label=rf"accepted: $\alpha = {tried[-1, 0]:.3g}$")
         ax.axvline(1.0, color="black", linewidth=0.5)
-        ax.set(title=title, xlabel="alpha (the step is alpha * full_step)", ylabel=ylabel)
+        ax.set(title=title, xlabel=r"$\alpha$ (the step is $\alpha x$, $x$ the full step)",
+               ylabel=ylabel)
         ax.title.set_fontsize("medium")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize="small")
@@ -765,7 +773,7 @@ def plot_trust_region(path: Path, updates: list[TrustRegionUpdate] | None = None
                                                                   np.linspace(0.0, 1.5, 61)))
     args = updates[0].args
     fig.suptitle(f"TRPO on {args.env_id} (trpo.py defaults, seed {args.seed}): one update along "
-                 "its full step x, true KL and surrogate against TRPO's models of them")
+                 r"its full step $x$, true KL and surrogate against TRPO's models of them")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
