@@ -7,62 +7,39 @@ Article sections and where they live here:
     PPO: Approximate the Constraint
          with Clipping                clipped_surrogate_loss, called by grpo_loss
     Putting It Together               the numbered blocks of train (no step 4: no critic)
-    What's Next                       the group rollout (step 1 of train); group_advantages
-                                      (step 2); kl_k3 and grpo_loss (step 3)
-Paper: Shao et al., DeepSeekMath, arXiv:2402.03300, §4.1 (GRPO).
-Dr. GRPO: Liu et al., Understanding R1-Zero-Like Training, arXiv:2503.20783 (two departures,
-each behind a flag).
+    What's Next                       the group rollout (step 1 of train); group_advantages,
+                                      group_batch (step 2); kl_k3 and grpo_loss (step 3)
+Papers: GRPO, Shao et al., arXiv:2402.03300 §4.1; Dr. GRPO, arXiv:2503.20783; DAPO,
+arXiv:2503.14476 (each departure behind a flag).
 
-A group here is G episodes from one start state, the analogue of G responses to one prompt:
-each iteration draws P start seeds from the run's own generator and resets the G envs of group p
-with seed_p. Every episode runs to its end (termination, the env's time limit or
---max-episode-steps); an env whose episode has ended waits, masked, for the batch's last one.
-The raw undiscounted episodic return R_i is the outcome reward of episode i: no critic, no GAE,
-no bootstrap, no reward scaling.
+A group is G episodes from one start state, the analogue of G responses to one prompt: group p's
+envs are reset with seed_p, drawn from the run's own generator, and every episode runs to its
+end. Its raw undiscounted return R_i is episode i's outcome reward: no critic, no GAE.
+No signal, no step: a group whose R_i are all equal has every Â_i = 0 and adds nothing to ∇_θ of
+eq. 3 (β = 0); a batch of such groups alone gives no step, which Adam's momentum would still take.
 
 Notation (article and paper -> code):
-    π_θ, π_θ'               actor after and before the update (π_θ' collected the batch)
-    π_ref                   ref_actor: the initial policy, or with --ref-update-every K the
-                            policy at every K-th iteration
+    π_θ, π_θ', π_ref        actor after and before the update; ref_actor (the initial policy,
+                            or every K-th with --ref-update-every K)
     P, G                    num_groups, group_size; N = P·G envs, one episode each
-    o_i, |o_i|              episode i (a "response"), its real steps: lengths
-    R_i                     returns (raw, undiscounted)
+    o_i, |o_i|, R_i         episode i (a "response"), its real steps (lengths), its return
     Â_i                     advantages, b_advantages: the same for every step of episode i
-    r_t(θ)                  ratio
-    ε                       clip_coef
-    β                       beta
+    r_t(θ), ε, β            ratio, clip_coef (clip_coef_high: DAPO's ε_high), beta
     D_KL(π_θ ‖ π_ref)       kl_ref: per step its k3 estimate π_ref/π_θ - log(π_ref/π_θ) - 1
     D_KL(π_θ' ‖ π_θ)        kl (exact, closed form, mean over the batch's real steps)
 
-Not in the article, each behind a flag: Dr. GRPO's constant normaliser in place of 1/|o_i|
-(--no-length-norm) and advantages without the std division (--no-std-scale), entropy bonus
-(--ent-coef), gradient-norm clipping (--max-grad-norm), learning-rate annealing (--anneal-lr),
-early stop on KL (--target-kl). Always on, commented where they are set: orthogonal
-initialisation (layer_init) and Adam's eps = 1e-5.
-
-Why the defaults differ from the paper's (β = 0.04, a fixed π_ref, G = 64, one gradient step
-per batch, learning rate 1e-6): there π_ref is the supervised fine-tuned model, a good policy
-that the penalty keeps the RL near. Here there is no such model; π_ref would be the random
-initial policy, and an anchor to it can only hold learning back, so the default β is 0 (the
-objective is then ppo_clip's L^CLIP with the group advantage and eq. 3's weights). Measured with
-the fixed π_ref at β = 0.04: on CartPole-v1 it did not slow learning (seeds 1-5: the 20-episode
-mean first reached 475 after a median 88k steps, 85k at β = 0; the KL to the initial policy
-stays near 0.13); on Pendulum-v1 it did (seed 1, 1M steps: the last 100 episodes average -352,
--239 at β = 0), the penalty holding the Gaussian's std near its initial 1 (1.2 against 0.19).
-The other defaults (P = 4 start states of G = 8 episodes, 20 epochs of 2 minibatches, a
-learning rate of 1e-2) were chosen on CartPole; they serve Pendulum-v1 as they are.
-
-Left out of ppo_clip's flags: the critic's (--gamma, --gae-lambda, --vf-coef, --vf-clip), the
-advantage normalisation (--norm-adv: the group normalises) and --normalize: each env would keep
-its own observation statistics, and the G envs of a group would see their one start state
-normalised G ways; the reward scaling would not touch the raw returns R_i used here.
+Not in the article, each behind a flag: Dr. GRPO's 1/T for 1/|o_i| (--no-length-norm) and Â_i
+without the std (--no-std-scale), DAPO's dynamic sampling (--dynamic-sampling) and clip-higher
+(--clip-coef-high), entropy bonus (--ent-coef), gradient-norm clipping (--max-grad-norm),
+learning-rate annealing (--anneal-lr), early stop on KL (--target-kl). Always on: orthogonal
+initialisation (layer_init), Adam's eps = 1e-5. β is 0, not the paper's 0.04: there π_ref is a
+supervised model worth staying near, here the random initial policy (RESULTS.md, "GRPO").
+The critic's flags and --normalize are left out: the group normalises the raw returns.
 
 Examples:
     python grpo.py                                       # CartPole-v1 with the defaults below
-    python grpo.py --env-id Pendulum-v1 --total-timesteps 1000000     # the same flags
     python grpo.py --beta 0.04 --ref-update-every 0      # the paper's KL penalty, fixed π_ref
 """
-
 import copy
 import itertools
 import json
@@ -123,16 +100,13 @@ class Args:
     group_size: int = 8
     """G: episodes from each start state (the paper's G outputs per question); at least 2"""
     max_episode_steps: int | None = None
-    """end every episode after this many steps (T); None: the env's own time limit, which
-    also ends episodes before a larger T"""
+    """end every episode after this many steps (T); None: the env's own time limit"""
     dynamic_sampling: bool = False
-    """DAPO's dynamic sampling (arXiv:2503.14476 §3.2): keep only the groups that carry signal
-    and draw further rounds of P groups until P such groups are in the batch, at most
-    --max-draws rounds; every drawn episode's steps count toward --total-timesteps"""
+    """DAPO's dynamic sampling (arXiv:2503.14476 §3.2): draw rounds of P groups, keeping those
+    with signal, until P are kept; every drawn episode's steps count"""
     max_draws: int = 4
-    """with --dynamic-sampling, the most rounds of P groups drawn for one batch: enough for P
-    groups of signal while at least a quarter of the groups carry any, and a solved policy
-    (all groups equal) costs at most 4 rounds per skipped update"""
+    """most rounds per batch with --dynamic-sampling: P groups of signal while a quarter of
+    groups carry any; a solved policy then costs 4 rounds per skipped update"""
 
     # --- group advantage [arXiv:2402.03300 §4.1.2; arXiv:2503.20783 §3.2] ---
     std_scale: bool = True
@@ -141,10 +115,9 @@ class Args:
     length_norm: bool = True
     """weight each step of episode i by 1/|o_i|, so each episode counts equally; --no-length-norm
     (Dr. GRPO): a constant 1/T, since 1/|o_i| gives the steps of short episodes a larger share"""
-    signal_only: bool = True
-    """update on the groups that carry signal alone, N in eq. 3 their episodes; a group whose
-    returns are all equal has Â_i = 0 and no gradient, and --no-signal-only keeps it in the
-    batch, where it only dilutes the weights 1/(N |o_i|) of the others"""
+    signal_only: bool = False
+    """update on the groups with signal alone (N in eq. 3 counts their episodes); off, a group of
+    equal returns stays and dilutes the weights 1/(N |o_i|), which kept CartPole steadier"""
 
     # --- optimisation ---
     learning_rate: float = 1e-2
@@ -152,8 +125,7 @@ class Args:
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over the run's steps"""
     num_minibatches: int = 2
-    """minibatches of steps per epoch, at most N; the batch's size varies with the episodes'
-    lengths"""
+    """minibatches of steps per epoch, at most N (a batch's size follows the episodes')"""
     update_epochs: int = 20
     """passes over each batch (the paper's μ, 1 there)"""
     max_grad_norm: float = 0.5
@@ -169,19 +141,16 @@ class Args:
     clip_coef: float = 0.2
     """ε: r_t is clipped to [1 - ε, 1 + ε] (arXiv:2402.03300 eq. 3, as PPO's)"""
     clip_coef_high: float | None = None
-    """ε_high: DAPO's clip-higher (arXiv:2503.14476 §3.1, 0.28 there), r_t clipped to
-    [1 - ε, 1 + ε_high]; None: ε"""
+    """ε_high, DAPO's clip-higher (arXiv:2503.14476 §3.1; 0.28): r_t in [1 - ε, 1 + ε_high]"""
     target_kl: float | None = None
     """optional early stop: end an update's epochs once its exact KL exceeds this"""
 
     # --- GRPO's KL penalty [arXiv:2402.03300 eqs. 3-4, §4.1.4] ---
     beta: float = 0.0
-    """β, weight of the k3 estimate of KL(π_θ ‖ π_ref); 0.04 in the paper, against a supervised
-    fine-tuned model (see the docstring at the top)"""
+    """β, weight of the k3 estimate of KL(π_θ ‖ π_ref); 0.04 in the paper (see the top)"""
     ref_update_every: int = 0
-    """K: π_ref ← π_θ at the start of every K-th iteration (the paper's iterative RL); 0: π_ref
-    is the initial policy throughout (the paper's fixed reference); 1: the policy that
-    collected the batch, a penalty on each update's step as in ppo_kl"""
+    """K: π_ref ← π_θ every K-th iteration (the paper's iterative RL); 0: the initial policy
+    throughout (the paper's fixed reference); 1: π_θ', a penalty on each step as in ppo_kl"""
 
     @property
     def num_envs(self) -> int:
@@ -190,8 +159,7 @@ class Args:
 
     @property
     def num_steps(self) -> int | None:
-        """T, the longest an episode may run: --max-episode-steps, else the env's time limit
-        (None if it has none); N·T bounds one batch"""
+        """T, the longest episode: --max-episode-steps, else the env's limit (None: none)"""
         return self.max_episode_steps or gym.spec(self.env_id).max_episode_steps
 
 

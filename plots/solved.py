@@ -28,6 +28,10 @@ VARIANTS = {  # row -> grpo.py's flags; each names both new flags, whatever the 
     "clip_higher": "--signal-only --clip-coef-high 0.28",
     "dynamic_sampling": "--signal-only --dynamic-sampling",
     "both": "--signal-only --dynamic-sampling --clip-coef-high 0.28",
+    # what else moves θ once solved: a group with one worse episode, its Â_i scaled by a small
+    # std (Dr. GRPO's point, arXiv:2503.20783 §3.2), and the size of the step it then takes
+    "no_std_scale": "--no-signal-only --no-std-scale",
+    "target_kl": "--no-signal-only --target-kl 0.01",
 }
 RUN_COLUMNS = ["variant", "seed", "episodes", "solved_at", "lowest_after", "share_low_after",
                "final", "zero_signal_after", "groups_drawn_after"]
