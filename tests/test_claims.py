@@ -17,6 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "plots"))
 import benchmark  # noqa: E402
 import claims  # noqa: E402
+import solved  # noqa: E402
 import ppo_clip  # noqa: E402  (the repository root is on sys.path through benchmark)
 import ppo_kl  # noqa: E402
 import trpo  # noqa: E402
@@ -230,3 +231,24 @@ def test_no_clip_row_adds_nothing_to_the_actors_loss():
     assert script == "ppo_kl"
     assert (args.beta_init, args.adaptive, args.ent_coef, args.max_grad_norm) == (0.0, False,
                                                                                   0.0, None)
+
+
+# --- plots/solved.py: does a solved policy stay solved ---
+
+def test_stays_solved_against_a_hand_worked_run():
+    """20 episodes of 470, then 500s: the 20-episode mean is 470, 471.5, 473, 474.5, then 476
+    at the window ending with episode 24 (16 x 470 + 4 x 500), the first at 475 or more; it
+    ends at step 24,000. Later, three episodes of 300 among the 38 after it: the lowest mean
+    is (17 x 500 + 3 x 300) / 20 = 470, and 3 of 38 later episodes are below 400."""
+    returns = np.array([470.0] * 20 + [500.0] * 30 + [300.0] * 3 + [500.0] * 9)
+    steps = 1000.0 * np.arange(1, len(returns) + 1)
+    means = [np.mean(returns[i - 19:i + 1]) for i in range(19, len(returns))]
+    first = next(i for i, m in enumerate(means) if m >= 475)  # the window ending at 19 + first
+    solved_at, lowest, share = solved.stays_solved(steps, returns)
+    assert solved_at == steps[19 + first]
+    assert lowest == pytest.approx(min(means[first:]))
+    assert lowest == pytest.approx(470.0) and solved_at == 24_000
+    assert share == pytest.approx(3 / 38)
+    later = returns[19 + first + 1:]
+    assert share == pytest.approx(sum(r < 400 for r in later) / len(later))
+    assert solved.stays_solved(steps, np.full(40, 470.0))[0] == np.inf
