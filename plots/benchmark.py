@@ -76,7 +76,7 @@ from plot import (PEERS_DIR, PLOTS_DIR, REPO_ROOT, SCRIPTS, THRESHOLDS, WINDOW, 
 
 sys.path.insert(0, str(REPO_ROOT))  # the algorithm scripts, for their Args
 
-# Flags of the continuous-control runs, by script (the README quotes this dict). Every flag
+# Flags of the continuous-control runs, by script (the README points here). Every flag
 # here is a field of that script's Args (tests/test_plots.py checks it). They follow the PPO
 # paper's MuJoCo settings (arXiv:1707.06347, Table 3) but for gamma 0.995 (0.99 there), trpo's
 # lambda 0.9, --vf-coef 1 and the KL bounds of 0.02; the README's table of Hopper-v5
