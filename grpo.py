@@ -572,10 +572,13 @@ def check_args(args: Args) -> None:
             if not allowed(getattr(args, name)):
                 raise BadInput(f"--{name.replace('_', '-')} {getattr(args, name)}: must be "
                                f"{meaning}")
-    # a batch has B >= N steps (every episode at least one): no minibatch is empty
-    if args.num_minibatches > args.num_envs:
+    # a batch has a step per episode at least, and --signal-only or --dynamic-sampling may keep
+    # one group alone: no minibatch is empty
+    smallest, what = ((args.group_size, "group_size") if args.signal_only or args.dynamic_sampling
+                      else (args.num_envs, "num_groups * group_size"))
+    if args.num_minibatches > smallest:
         raise BadInput(f"--num-minibatches {args.num_minibatches}: must be at most the smallest "
-                       f"batch, num_groups * group_size = {args.num_envs} steps")
+                       f"batch, {what} = {smallest} steps")
     if args.capture_video and find_spec("moviepy") is None:
         raise BadInput("--capture-video needs the moviepy package: pip install moviepy")
     if args.eval_checkpoint is None:

@@ -394,6 +394,8 @@ def test_the_reference_policy_is_the_initial_one_or_the_latest(trained, read_csv
                  id="below-one-batch-of-32-by-500"),
     pytest.param(["--num-groups", "2", "--group-size", "2", "--num-minibatches", "5"],
                  "--num-minibatches 5", id="more-minibatches-than-envs"),
+    pytest.param(["--signal-only", "--group-size", "2", "--num-minibatches", "3"],
+                 "--num-minibatches 3", id="more-minibatches-than-one-group"),
     pytest.param(["--env-id", "NoSuchEnv-v0"], "NoSuchEnv-v0", id="unknown-env"),
     pytest.param(["--clip-coef-high", "0"], "--clip-coef-high 0", id="clip-coef-high-0"),
     pytest.param(["--clip-coef-high", "nan"], "--clip-coef-high nan", id="clip-coef-high-nan"),
