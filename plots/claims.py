@@ -252,9 +252,10 @@ def summarise(found: dict[tuple[str, str, int], Path], out: Path) -> None:
                    ["step", "episodes", "mean_return"],
                    [dict(zip(("step", "episodes", "mean_return"), (s, n, f"{m:.6g}")))
                     for s, n, m in curve])
-    order = {key: i for i, key in enumerate(
-        (s, e, seed) for grid in ("table1", "reuse") for s, e, seed in sorted(
-            grid_runs(grid), key=lambda run: (TABLE1_ENVS.index(run[1]), run[2])))}
+    order = {}  # Table 1's order, then the reuse grid's own runs; by task, seed, setting
+    for grid in ("table1", "reuse"):
+        for run in sorted(grid_runs(grid), key=lambda run: (TABLE1_ENVS.index(run[1]), run[2])):
+            order.setdefault(run, len(order))
     merged = sorted(rows.values(), key=lambda r: order.get(
         (r["setting"], r["env"], int(r["seed"])), len(order)))
     write_rows(out / "runs.csv", RUN_COLUMNS, merged)
