@@ -40,6 +40,7 @@ Examples:
     python grpo.py                                       # CartPole-v1 with the defaults below
     python grpo.py --beta 0.04 --ref-update-every 0      # the paper's KL penalty, fixed π_ref
 """
+
 import copy
 import itertools
 import json
@@ -125,7 +126,7 @@ class Args:
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over the run's steps"""
     num_minibatches: int = 2
-    """minibatches of steps per epoch, at most N (a batch's size follows the episodes')"""
+    """minibatches of steps per epoch, at most N (G with --signal-only or --dynamic-sampling)"""
     update_epochs: int = 20
     """passes over each batch (the paper's μ, 1 there)"""
     max_grad_norm: float = 0.5
