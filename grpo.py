@@ -364,6 +364,39 @@ def group_batch(returns: torch.Tensor, lengths: torch.Tensor, episode: torch.Ten
     return steps, advantages[episode[steps]], weights[episode[steps]]
 
 
+def play_groups(envs: gym.vector.SyncVectorEnv, actor: Actor, seeds: np.ndarray, G: int,
+                storage: tuple[np.ndarray, ...], log: "RunLog", global_step: int,
+                device: torch.device) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """One round of step 1: the G envs of group p reset with seed_p, every episode played with
+    π_θ' to its end (termination, the env's time limit or step T), an ended episode's env
+    waiting, masked, for the round's last. Writes storage = (obs, actions, real), [T, N, ...];
+    returns R_i [N], |o_i| [N], the rows used and the environment steps so far."""
+    obs, actions, real = storage
+    next_obs, _ = envs.reset(seed=np.repeat(seeds, G).tolist())  # env p·G + g: seed_p
+    running = np.ones(real.shape[1], dtype=bool)  # the env's episode has not ended
+    returns = np.zeros(real.shape[1])  # R_i, the raw undiscounted return
+    lengths = np.zeros(real.shape[1], dtype=np.int64)  # |o_i|
+    T = real.shape[0]
+    for step in range(T):
+        obs[step] = next_obs
+        with torch.no_grad():
+            action = actor.sample(torch.as_tensor(obs[step], device=device)).cpu().numpy()
+        actions[step] = action
+        next_obs, reward, terminated, truncated, _ = envs.step(action)
+        real[step] = running
+        global_step += int(running.sum())  # real steps only
+        returns += reward * running
+        lengths += running
+        # the end of an episode: termination, the env's time limit, or step T
+        ended = running & (terminated | truncated | (step == T - 1))
+        for i in np.flatnonzero(ended):
+            log.episode(global_step, float(returns[i]), int(lengths[i]))
+        running &= ~ended
+        if not running.any():
+            break
+    return returns, lengths, step + 1, global_step
+
+
 def train(args: Args) -> Path:
     """Run one experiment and return its run folder; bad arguments raise BadInput first."""
     check_args(args)
@@ -416,37 +449,18 @@ def train(args: Args) -> Path:
             #     rounds of P groups until P groups of signal are kept ---
             kept, drawn, with_signal, groups = [], 0, 0, 0  # kept: per round, its kept steps
             while True:
-                seeds = start_seeds.integers(2**32, size=P)
-                next_obs, _ = envs.reset(seed=np.repeat(seeds, G).tolist())  # env p·G + g: seed_p
-                running = np.ones(N, dtype=bool)  # the env's episode has not ended
-                returns = np.zeros(N)  # R_i, the raw undiscounted return
-                lengths = np.zeros(N, dtype=np.int64)  # |o_i|
-                for step in range(T):
-                    obs[step] = next_obs
-                    with torch.no_grad():
-                        action = actor.sample(tensor(obs[step])).cpu().numpy()
-                    actions[step] = action
-                    next_obs, reward, terminated, truncated, _ = envs.step(action)
-                    real[step] = running
-                    global_step += int(running.sum())  # real steps only
-                    returns += reward * running
-                    lengths += running
-                    # the end of an episode: termination, the env's time limit, or step T
-                    ended = running & (terminated | truncated | (step == T - 1))
-                    for i in np.flatnonzero(ended):
-                        log.episode(global_step, float(returns[i]), int(lengths[i]))
-                    running &= ~ended
-                    if not running.any():
-                        break
+                returns, lengths, rows, global_step = play_groups(
+                    envs, actor, start_seeds.integers(2**32, size=P), G, (obs, actions, real),
+                    log, global_step, device)
                 drawn += P
                 signal = carries_signal(torch.as_tensor(returns).view(P, G)).numpy()  # [P]
                 with_signal += int(signal.sum())
                 keep = signal.copy() if args.dynamic_sampling else np.ones(P, dtype=bool)
                 keep &= np.cumsum(keep) <= P - groups  # at most P groups in the batch
                 envs_kept = np.repeat(keep, G)  # [N]
-                mask = real[:step + 1] & envs_kept  # [rows, N]: the kept episodes' real steps
+                mask = real[:rows] & envs_kept  # [rows, N]: the kept episodes' real steps
                 episode = np.cumsum(envs_kept) - 1 + G * groups  # env n's episode in the batch
-                kept.append((obs[:step + 1][mask], actions[:step + 1][mask],
+                kept.append((obs[:rows][mask], actions[:rows][mask],
                              episode[np.nonzero(mask)[1]], returns.reshape(P, G)[keep],
                              lengths[envs_kept]))
                 groups += int(keep.sum())
@@ -461,8 +475,8 @@ def train(args: Args) -> Path:
                 # no group carries signal: every Â_i = 0, so the objective's gradient is 0 (at
                 # β = 0) and a step would only replay Adam's momentum; θ and Adam stay as they are
                 with torch.no_grad():  # the log's entropy and KL to π_ref, on the last round
-                    last_obs = tensor(obs[:step + 1][real[:step + 1]])
-                    last_actions = tensor(actions[:step + 1][real[:step + 1]])
+                    last_obs = tensor(obs[:rows][real[:rows]])
+                    last_actions = tensor(actions[:rows][real[:rows]])
                     dist = actor(last_obs)
                     kl_ref = kl_k3(dist.log_prob(last_actions),
                                    ref_actor(last_obs).log_prob(last_actions))
