@@ -25,6 +25,7 @@ vpg.py, trpo.py, ppo_clip.py and ppo_kl.py use one copy of each:
                                     random inputs of the equation functions
     gae_by_definition(...)          A_t = sum_l (gamma lambda)^l delta_{t+l}, term by term
     monte_carlo_kl(old, new, n)     sample estimate of KL(old || new) and its standard error
+    advantages_by_loops(R, scale)   GRPO's group advantage, group by group (imported directly)
 """
 
 import copy
@@ -33,6 +34,7 @@ import importlib
 import json
 import math
 import runpy
+import statistics
 import subprocess
 import sys
 import traceback
@@ -377,6 +379,17 @@ def _gae_by_definition(rewards, values, next_values, terminations, dones, gamma,
 def gae_by_definition():
     """The GAE sum written out as a double loop, the reference for compute_gae."""
     return _gae_by_definition
+
+
+def advantages_by_loops(returns: list[list[float]], scale_by_std: bool) -> list[list[float]]:
+    """(R_i - mean) / (std + eps) group by group, the sample std (G - 1) of the statistics
+    module, or R_i - mean alone."""
+    result = []
+    for group in returns:
+        mean = sum(group) / len(group)
+        std = statistics.stdev(group)
+        result.append([(r - mean) / (std + 1e-8) if scale_by_std else r - mean for r in group])
+    return result
 
 
 def _monte_carlo_kl(old_dist, new_dist, num_samples: int) -> tuple[float, float]:

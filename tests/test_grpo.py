@@ -13,7 +13,6 @@ import importlib.util
 import inspect
 import json
 import re
-import statistics
 
 import gymnasium as gym
 import numpy as np
@@ -23,6 +22,7 @@ from torch.distributions import kl_divergence
 
 import grpo
 import ppo_clip
+from conftest import advantages_by_loops
 from grpo import group_advantages, grpo_loss, kl_k3
 
 # a small run with unequal episodes: CartPole's early episodes last 8 to 50 steps, cut at 50
@@ -35,17 +35,6 @@ UPDATE_COLUMNS = ["global_step", "iteration", "sps", "policy_loss", "entropy", "
 
 
 # --- the group advantage [arXiv:2402.03300 §4.1.2] ---
-
-def advantages_by_loops(returns: list[list[float]], scale_by_std: bool) -> list[list[float]]:
-    """(R_i - mean) / (std + eps) group by group, the sample std (G - 1) of the statistics
-    module, or R_i - mean alone."""
-    result = []
-    for group in returns:
-        mean = sum(group) / len(group)
-        std = statistics.stdev(group)
-        result.append([(r - mean) / (std + 1e-8) if scale_by_std else r - mean for r in group])
-    return result
-
 
 @pytest.mark.parametrize("scale_by_std", [True, False])
 def test_group_advantages_match_the_formula_written_per_group(scale_by_std):
