@@ -329,6 +329,15 @@ def write_tables(rows: list[dict[str, str]], random: dict[str, float], out: Path
                                     "line_search.csv")] + draw(table1, reuse, out)
 
 
+def row_name(setting: str) -> str:
+    """A setting's row name in the figures: clip_0.2 -> clip ε = 0.2, and so on."""
+    for prefix, name in (("clip_", "clip ε = "), ("adaptive_kl_", "adaptive KL, d_targ = "),
+                         ("fixed_kl_", "fixed KL, β = ")):
+        if setting.startswith(prefix):
+            return name + setting[len(prefix):]
+    return {"no_clip": "no clip or penalty", "trpo": "TRPO, δ = 0.01"}.get(setting, setting)
+
+
 def draw(table1: list[dict], reuse: list[dict], out: Path) -> list[Path]:
     """table1.png: each setting's figure with its interval, the paper's beside it; reuse.png:
     score, KL and largest |r_t - 1| against K, one line per variant, one row per env."""
@@ -343,16 +352,16 @@ def draw(table1: list[dict], reuse: list[dict], out: Path) -> list[Path]:
         err = [score - [float(r["low"]) for r in table1], [float(r["high"]) for r in table1]
                - score]
         ax.barh(y + 0.2, score, height=0.4, xerr=err, color="tab:green", capsize=3,
-                label=f"here (runs: {min(r['runs'] for r in table1)}-"
-                      f"{max(r['runs'] for r in table1)} each)")
+                label="here ({} runs each)".format("-".join(sorted(
+                    {str(r["runs"]) for r in table1}, key=int))))
         paper = [r["paper"] if r["paper"] != "" else np.nan for r in table1]
         ax.barh(y - 0.2, np.array(paper, dtype=float), height=0.4, color="tab:gray",
                 label="arXiv:1707.06347, Table 1")
-        ax.set_yticks(y, [r["setting"].replace("_", " ") for r in table1])
+        ax.set_yticks(y, [row_name(r["setting"]) for r in table1])
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_xlabel("normalised score (random policy 0, best PPO setting 1), 95 % interval")
         ax.set_title("The PPO paper's Table 1, re-run")
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         fig.savefig(out / "table1.png", dpi=110)
         plt.close(fig)
