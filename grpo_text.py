@@ -118,8 +118,9 @@ class Args:
     the control"""
 
     # --- stage 2: the group rollout ---
-    num_iterations: int = 1000
-    """iterations of GRPO (sample a batch, update); 0: SFT alone"""
+    num_iterations: int = 2000
+    """iterations of GRPO (sample a batch, update); 0: SFT alone. 2-digit held-out accuracy
+    still rises after 1,000 (RESULTS.md); 2,000 take about 3 minutes on one core"""
     num_prompts: int = 32
     """P: training prompts per batch, drawn uniformly with the run's own generator"""
     group_size: int = 8

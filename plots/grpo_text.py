@@ -13,8 +13,9 @@ zero-signal groups over the last 50 iterations), and <out>.png: held-out accurac
 sampled answers (mean and min-max band over the seeds) and the zero-signal share.
 
     python plots/grpo_text.py                      # 2-digit operands, seeds 1-3
-    python plots/grpo_text.py --num-digits 3 "--flags=--sft-examples 20000 --sft-steps 1700" \
-        --methods group critic --no-plateau --out runs/grpo_text/grpo_text_3digit
+    python plots/grpo_text.py --num-digits 3 --methods group critic --no-plateau \
+        "--flags=--sft-examples 20000 --sft-steps 1700 --num-iterations 1000" \
+        --out runs/grpo_text/grpo_text_3digit
 """
 
 import csv
