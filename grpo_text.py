@@ -59,7 +59,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Callable, Literal, NoReturn
 
 import numpy as np
 import torch
@@ -113,9 +113,9 @@ class Args:
     sft_learning_rate: float = 1e-3
     """Adam step size of SFT"""
     sft_to_plateau: bool = False
-    """the control: run SFT until its held-out accuracy stops rising (no gain in 8 checks of
-    250 steps), report it, and skip GRPO; the checks read the held-out prompts, which favours
-    the control"""
+    """the control: run SFT in chunks of 250 steps until 8 in a row bring no gain in greedy
+    accuracy on --heldout-size training prompts outside the SFT examples (a validation set; the
+    held-out prompts stay unseen), keep the best chunk's weights, report them, and skip GRPO"""
 
     # --- stage 2: the group rollout ---
     num_iterations: int = 2000
@@ -327,6 +327,28 @@ def supervised_fine_tune(actor: Transformer, prompts: torch.Tensor, answers: tor
         optimizer.step()
 
 
+def greedy_accuracy(actor: Transformer, prompts: torch.Tensor, sums: torch.Tensor,
+                    answer_len: int) -> float:
+    """The share of the prompts whose argmax answer is right."""
+    return reward(sample_answers(actor, prompts, answer_len, greedy=True)[0], sums).mean().item()
+
+
+def sft_to_plateau(actor: Transformer, train_chunk: Callable[[], None],
+                   score: Callable[[], float], patience: int = 8) -> int:
+    """The control's stopping rule: call train_chunk() until `patience` chunks in a row bring
+    no gain in score(), then load the weights of the best-scoring chunk; its number (0: the
+    weights before any chunk)."""
+    best, best_chunk, chunk = score(), 0, 0
+    best_weights = copy.deepcopy(actor.state_dict())
+    while chunk - best_chunk < patience:
+        train_chunk()
+        chunk += 1
+        if (accuracy := score()) > best:
+            best, best_chunk, best_weights = accuracy, chunk, copy.deepcopy(actor.state_dict())
+    actor.load_state_dict(best_weights)
+    return best_chunk
+
+
 def cross_entropy(actor: Transformer, prompts: torch.Tensor, answers: torch.Tensor,
                   lengths: torch.Tensor) -> torch.Tensor:
     """-mean over the answers' tokens of log π_θ(a_t|s_t): the SFT loss."""
@@ -509,14 +531,19 @@ def train(args: Args) -> Path:
     sft_pairs = train_pairs[:args.sft_examples]
     sft_data = prompts_of(sft_pairs, D), answers_of(sft_pairs, L)
     if args.sft_to_plateau:
-        # the control: chunks of 250 steps until 8 in a row bring no gain in held-out accuracy
-        best, since_best = log.evaluate(actor, 0, 0), 0
-        while since_best < 8:
+        # the control: chosen on a validation set of training prompts outside the SFT examples
+        valid_pairs = train_pairs[args.sft_examples:][:args.heldout_size]
+        valid = prompts_of(valid_pairs, D), torch.as_tensor(valid_pairs.sum(1))
+
+        def chunk() -> None:  # 250 SFT steps, then a held-out row for the record
             supervised_fine_tune(actor, *sft_data, 250, args.sft_batch_size,
                                  args.sft_learning_rate, rng)
             log.sft_steps += 250
-            accuracy = log.evaluate(actor, 0, 0)
-            best, since_best = max(best, accuracy), 0 if accuracy > best else since_best + 1
+            log.evaluate(actor, 0, 0)
+
+        log.evaluate(actor, 0, 0)  # the untrained model
+        log.sft_steps = 250 * sft_to_plateau(actor, chunk,
+                                             lambda: greedy_accuracy(actor, *valid, L))
     else:
         supervised_fine_tune(actor, *sft_data, args.sft_steps, args.sft_batch_size,
                              args.sft_learning_rate, rng)
@@ -704,10 +731,11 @@ def check_args(args: Args) -> None:
     if args.d_model % args.n_heads:
         raise BadInput(f"--n-heads {args.n_heads}: must divide --d-model {args.d_model}")
     pairs = 100 ** args.num_digits
-    if args.heldout_size + args.sft_examples > pairs:
+    if args.heldout_size * (1 + args.sft_to_plateau) + args.sft_examples > pairs:
         raise BadInput(f"--heldout-size {args.heldout_size}: with --sft-examples "
                        f"{args.sft_examples}, must leave them inside the {pairs} prompts of "
-                       f"--num-digits {args.num_digits}")
+                       f"--num-digits {args.num_digits} (twice with --sft-to-plateau: "
+                       "held-out and validation prompts)")
     if args.num_minibatches > args.num_answers:
         raise BadInput(f"--num-minibatches {args.num_minibatches}: must be at most "
                        f"num_prompts * group_size = {args.num_answers} answers")
@@ -760,9 +788,7 @@ class RunLog:
     def evaluate(self, actor: Transformer, iteration: int, answers: int) -> float:
         """Held-out greedy accuracy: the share of held-out prompts whose argmax answer is right;
         one row of evaluations.csv."""
-        prompts, sums = self.heldout
-        accuracy = reward(sample_answers(actor, prompts, self.answer_len, greedy=True)[0],
-                          sums).mean().item()
+        accuracy = greedy_accuracy(actor, *self.heldout, self.answer_len)
         self.write(self.evaluations, answers, iteration, self.sft_steps, accuracy,
                    round(time.time() - self.start, 3))
         self.accuracy, self.evaluated_at = accuracy, iteration
@@ -798,9 +824,10 @@ class RunLog:
         (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
         self.evaluations.close()
         self.updates.close()
+        rl = ("the control, no RL" if self.args.sft_to_plateau else
+              f"{self.accuracy:.3f} after {iteration} iterations ({answers:,} answers)")
         ending = (f"held-out accuracy {self.before:.3f} after SFT ({self.sft_steps} steps), "
-                  f"{self.accuracy:.3f} after {iteration} iterations ({answers:,} answers) in "
-                  f"{time.time() - self.start:.0f} s; run folder: {self.run_dir}")
+                  f"{rl} in {time.time() - self.start:.0f} s; run folder: {self.run_dir}")
         if self.interrupted:
             print(f"{Path(sys.argv[0]).name}: stopped by Ctrl-C: {ending}", file=sys.stderr)
             raise KeyboardInterrupt

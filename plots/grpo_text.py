@@ -101,9 +101,9 @@ def summarise(method: str, run_dirs: list[Path]) -> dict[str, str]:
         evaluations = read_csv(run_dir / "evaluations.csv")
         accuracy, iteration = evaluations["heldout_accuracy"], evaluations["iteration"]
         # a run with RL: after SFT, its first row, and after RL, its last; the control
-        # (rows at iteration 0 alone): untrained, then its best, the plateau
+        # (rows at iteration 0 alone): untrained, then the weights its validation set chose
         before.append(accuracy[0])
-        after.append(accuracy.max() if method == PLATEAU else accuracy[-1])
+        after.append(accuracy[-1])
         reached = np.flatnonzero(accuracy >= TARGET)
         to_target.append(int(iteration[reached[0]]) if len(reached) else None)
         if method != PLATEAU:

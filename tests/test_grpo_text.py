@@ -296,6 +296,50 @@ def test_sft_lowers_the_held_out_cross_entropy():
     assert after < 0.6 * before, (before, after)
 
 
+def test_sft_to_plateau_keeps_the_best_chunk_and_stops_after_patience():
+    """Scores scripted by hand: the best comes at chunk 2 (a later tie is no gain), so with
+    patience 8 the rule trains chunks 1-10 and ends on chunk 2's weights; with no gain at all,
+    on the weights it started from."""
+    for scores, best, calls in [([0.1, 0.2, 0.5, 0.4, 0.5, 0.3, 0.45, 0.1, 0.2, 0.3, 0.49], 2, 10),
+                                ([0.3] + [0.3, 0.1, 0.2] * 3, 0, 8)]:
+        model = small_model(seed=2)
+        weights = [{k: v.clone() for k, v in model.state_dict().items()}]  # after each chunk
+        script = iter(scores)
+
+        def chunk():
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(torch.randn_like(p))
+            weights.append({k: v.clone() for k, v in model.state_dict().items()})
+
+        assert grpo_text.sft_to_plateau(model, chunk, lambda: next(script), patience=8) == best
+        assert len(weights) - 1 == calls
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, weights[best][name]), name
+
+
+def test_the_plateau_control_chooses_on_prompts_it_neither_trains_on_nor_reports(
+        monkeypatch, tmp_path, read_csv):
+    scored, trained = [], []
+    real = grpo_text.greedy_accuracy
+    monkeypatch.setattr(grpo_text, "greedy_accuracy", lambda actor, prompts, *rest:
+                        scored.append(prompts) or real(actor, prompts, *rest))
+    monkeypatch.setattr(grpo_text, "supervised_fine_tune", lambda actor, prompts, *rest:
+                        trained.append(prompts))  # no step: no chunk gains, 8 are run
+    args = grpo_text.Args(**TINY, sft_to_plateau=True, runs_dir=str(tmp_path))
+    evaluations = read_csv(grpo_text.train(args) / "evaluations.csv")
+    train, heldout = grpo_text.make_task(2, TINY["heldout_size"], args.seed)
+    texts = lambda prompts: {text(row) for row in prompts}  # noqa: E731
+    heldout_texts, sft_texts = texts(grpo_text.prompts_of(heldout, 2)), texts(trained[0])
+    assert len(trained) == 8 and sft_texts == texts(grpo_text.prompts_of(train[:100], 2))
+    valid = [texts(p) for p in scored if texts(p) != heldout_texts]
+    assert len(valid) == 9  # before the first chunk and after each
+    assert len(valid[0]) == TINY["heldout_size"]
+    assert not valid[0] & heldout_texts and not valid[0] & sft_texts
+    # held-out rows: untrained, each chunk, then the weights kept (chunk 0: no SFT steps)
+    np.testing.assert_array_equal(evaluations["sft_steps"], [0, *range(250, 2001, 250), 0])
+
+
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """Two runs of TINY with the same seed, and one each with the critic and the batch mean."""
