@@ -3,7 +3,8 @@ summarise() below.
 
 grpo.py on CartPole-v1 for 1,000,000 steps, seeds 1-5, in each variant of VARIANTS. A run is
 solved from the first episode at which the mean of its last 20 returns reaches 475; from there
-on, the table counts the lowest such mean and the share of episodes that reach 400. Rows of
+on, the table counts the lowest such mean, the share of episodes that reach 400, and how many
+steps after solving the last mean below 450 ends (last_dip_after: when it settled). Rows of
 runs made by an earlier grpo.py (the "before" row, --exp-name before) are summarised beside
 them when their folders are in the same runs folder.
 
@@ -32,24 +33,34 @@ VARIANTS = {  # row -> grpo.py's flags; each names both new flags, whatever the 
     # std (Dr. GRPO's point, arXiv:2503.20783 §3.2), and the size of the step it then takes
     "no_std_scale": "--no-signal-only --no-std-scale",
     "target_kl": "--no-signal-only --target-kl 0.01",
+    # the defaults' dips all end within 80k steps of solving (last_dip_after), while the
+    # annealed step size is still near its start: does a smaller step settle it?
+    "lr_3e-3": "--no-signal-only --learning-rate 3e-3",
+    "lr_1e-3": "--no-signal-only --learning-rate 1e-3",
+    # or does the one outcome shared by every action of an episode need more episodes per batch?
+    "groups_8": "--no-signal-only --num-groups 8",
 }
 RUN_COLUMNS = ["variant", "seed", "episodes", "solved_at", "lowest_after", "share_low_after",
-               "final", "zero_signal_after", "groups_drawn_after"]
+               "last_dip_after", "final", "zero_signal_after", "groups_drawn_after"]
 SUMMARY_COLUMNS = ["variant", "seeds", "solved", "kept_above_450", "steps_to_475_median",
-                   "lowest_after_each_seed", "share_at_least_400_each_seed", "final_mean"]
+                   "lowest_after_each_seed", "share_at_least_400_each_seed",
+                   "last_dip_after_each_seed", "final_mean"]
 
 
-def stays_solved(steps: np.ndarray, returns: np.ndarray) -> tuple[float, float, float]:
+def stays_solved(steps: np.ndarray, returns: np.ndarray) -> tuple[float, float, float, float]:
     """(step at which the 20-episode mean first reaches SOLVED, the lowest 20-episode mean
-    from then on, the share of the later episodes below LOW); (inf, nan, nan) if never."""
+    from then on, the share of the later episodes below LOW, the step of the last episode
+    whose 20-episode mean is below KEPT, nan if none); (inf, nan, nan, nan) if never solved."""
     means = np.convolve(returns, np.ones(WINDOW) / WINDOW, mode="valid")  # ends at i + 19
     reached = np.flatnonzero(means >= SOLVED)
     if not len(reached):
-        return np.inf, np.nan, np.nan
+        return np.inf, np.nan, np.nan, np.nan
     first = reached[0]
     later = returns[first + WINDOW:]  # the episodes after the one that solved it
     share = float(np.mean(later < LOW)) if len(later) else 0.0
-    return float(steps[first + WINDOW - 1]), float(means[first:].min()), share
+    dips = first + np.flatnonzero(means[first:] < KEPT)
+    last_dip = float(steps[dips[-1] + WINDOW - 1]) if len(dips) else np.nan
+    return float(steps[first + WINDOW - 1]), float(means[first:].min()), share, last_dip
 
 
 def run_row(variant: str, run_dir: Path) -> dict[str, str]:
@@ -58,11 +69,13 @@ def run_row(variant: str, run_dir: Path) -> dict[str, str]:
     episodes = plot.read_csv(run_dir / "episodes.csv")
     updates = plot.read_csv(run_dir / "updates.csv")
     steps, returns = episodes["global_step"], episodes["episodic_return"]
-    solved_at, lowest, share = stays_solved(steps, returns)
+    solved_at, lowest, share, last_dip = stays_solved(steps, returns)
     after = updates["global_step"] > solved_at
     return {"variant": variant, "seed": str(config["seed"]), "episodes": str(len(returns)),
             "solved_at": f"{solved_at:.0f}", "lowest_after": f"{lowest:.1f}",
-            "share_low_after": f"{share:.4f}", "final": f"{np.mean(returns[-WINDOW:]):.1f}",
+            "share_low_after": f"{share:.4f}",
+            "last_dip_after": "" if np.isnan(last_dip) else f"{last_dip - solved_at:.0f}",
+            "final": f"{np.mean(returns[-WINDOW:]):.1f}",
             "zero_signal_after": f"{np.mean(updates['zero_signal'][after]):.3f}"
             if after.any() else "",
             "groups_drawn_after": f"{np.mean(updates['groups_drawn'][after]):.2f}"
@@ -91,6 +104,7 @@ def summarise(found: dict[tuple[str, int], Path], out: Path) -> None:
             "lowest_after_each_seed": " / ".join(r["lowest_after"] for r in runs),
             "share_at_least_400_each_seed": " / ".join(
                 f"{1 - float(r['share_low_after']):.3f}" for r in runs),
+            "last_dip_after_each_seed": " / ".join(r.get("last_dip_after") or "-" for r in runs),
             "final_mean": f"{statistics.mean(float(r['final']) for r in runs):.1f}"})
     write_rows(out / "summary.csv", SUMMARY_COLUMNS, summary)
     print(f"grpo: {len(found)} finished run(s) merged, {len(merged)} in {out / 'runs.csv'}; "

@@ -244,11 +244,23 @@ def test_stays_solved_against_a_hand_worked_run():
     steps = 1000.0 * np.arange(1, len(returns) + 1)
     means = [np.mean(returns[i - 19:i + 1]) for i in range(19, len(returns))]
     first = next(i for i, m in enumerate(means) if m >= 475)  # the window ending at 19 + first
-    solved_at, lowest, share = solved.stays_solved(steps, returns)
+    solved_at, lowest, share, last_dip = solved.stays_solved(steps, returns)
     assert solved_at == steps[19 + first]
+    assert np.isnan(last_dip)  # 470 is the lowest mean: none below 450
     assert lowest == pytest.approx(min(means[first:]))
     assert lowest == pytest.approx(470.0) and solved_at == 24_000
     assert share == pytest.approx(3 / 38)
     later = returns[19 + first + 1:]
     assert share == pytest.approx(sum(r < 400 for r in later) / len(later))
     assert solved.stays_solved(steps, np.full(40, 470.0))[0] == np.inf
+
+
+def test_stays_solved_finds_the_last_dip_below_450():
+    """The same start, then three 0s at episodes 51-53 among 500s: a window holds all three
+    (mean 425, below 450) when it ends at episode 53 through 70 (the first 0 is its 1st
+    episode); two 0s give exactly 450, not below. So the last dip ends at step 70,000."""
+    returns = np.array([470.0] * 20 + [500.0] * 30 + [0.0] * 3 + [500.0] * 30)
+    steps = 1000.0 * np.arange(1, len(returns) + 1)
+    solved_at, lowest, _, last_dip = solved.stays_solved(steps, returns)
+    assert (solved_at, last_dip) == (24_000, 70_000)
+    assert lowest == pytest.approx(17 * 500 / 20)
