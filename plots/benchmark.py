@@ -96,7 +96,8 @@ CONTINUOUS_FLAGS = {
 
 
 # One published recipe, a row of its own on the MuJoCo tasks (RESULTS.md, "HalfCheetah-v5: one
-# published recipe"; tried on HalfCheetah-v5 first, and ahead there, on the other two): Tianshou's MuJoCo PPO (github.com/thu-ml/tianshou,
+# published recipe"; tried on HalfCheetah-v5 first, and ahead there, on the other two):
+# Tianshou's MuJoCo PPO (github.com/thu-ml/tianshou,
 # examples/mujoco/mujoco_ppo.py, with 64 parallel envs as in its v0.4 benchmark): batches of
 # 64 x 32 steps, 10 epochs of minibatches of 64, lr 3e-4 annealed, gamma 0.99, vf-coef 0.25, no
 # advantage normalisation, log std from -0.5, observations normalised and rewards raw,
@@ -442,7 +443,8 @@ def summarise(runs_dir: Path, out_dir: Path, total_timesteps: int | None) -> Non
     figures.append(plot.plot_kl(runs, out_dir / "kl.png"))
     size = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file())
     print(f"summary of {len(runs) - len(peers)} runs ({len(fresh)} from {runs_dir}, the others "
-          f"copies kept in {data_dir}) and {len(peers)} of peers in {PEERS_DIR}: {out_dir / 'results.csv'}; {data_dir} ({size / 1e6:.1f} MB); "
+          f"copies kept in {data_dir}) and {len(peers)} of peers in {PEERS_DIR}: "
+          f"{out_dir / 'results.csv'}; {data_dir} ({size / 1e6:.1f} MB); "
           + ", ".join(p.name for p in figures))
 
 

@@ -438,8 +438,8 @@ def plot_learning_curves(runs: list[Run], out_dir: Path,
             if point:  # one episode, or runs with no range of x in common: no line to draw
                 warn(f"{env_id}: {curve.name}: its runs have no range of {x} in common (or one "
                      "episode); drawn as a single point")
-            ax.plot(grid, iqm(ys.T), label=curve.label, marker="o" if point else None, markevery=[0],
-                    **style(curves, index))
+            ax.plot(grid, iqm(ys.T), label=curve.label, marker="o" if point else None,
+                    markevery=[0], **style(curves, index))
             ax.fill_between(grid, low, high, color=ax.lines[-1].get_color(), alpha=0.2,
                             linewidth=0)
         if env_id in THRESHOLDS:

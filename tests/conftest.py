@@ -13,7 +13,8 @@ vpg.py, trpo.py, ppo_clip.py and ppo_kl.py use one copy of each:
                                     the bad-input contract for one command line, in process
     read_csv(path)                  {column: float array}, in the file's column order
     assert_run_folder(run_dir, args, own_columns)
-                                    config.json, episodes.csv and updates.csv as the README documents
+                                    config.json, episodes.csv and updates.csv as the README
+                                    documents
     rows_without_column(path, name) the CSV's lines with one column cut out (byte comparison)
     trained(module, **flags)        train(module.Args(**flags)) once per session: (args, run_dir)
     short_run(module, name)         the short runs every script gets ("cartpole", "pendulum")
@@ -205,8 +206,8 @@ def _assert_run_folder(run_dir: Path, args, own_columns: list[str]) -> None:
 @pytest.fixture
 def assert_run_folder():
     """Check a run folder as the README documents it: config.json holds every Args field, the
-    device, the steps run and the versions; the CSVs have exactly the documented columns; one update row per iteration; the
-    exact KL is finite and non-negative."""
+    device, the steps run and the versions; the CSVs have exactly the documented columns; one
+    update row per iteration; the exact KL is finite and non-negative."""
     return _assert_run_folder
 
 
