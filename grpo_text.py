@@ -8,9 +8,11 @@ Article sections and where they live here:
     The Surrogate Objective           probability_ratio (r_t and the gradient identity)
     PPO: Approximate the Constraint
          with Clipping                clipped_surrogate_loss, called by grpo_loss
-    Putting It Together               the numbered blocks of train (step 4 with a critic only)
-    What's Next                       sample_answers and reward (step 1); group_advantages,
-                                      group_batch (step 2); kl_k3, token_weights, grpo_loss (3)
+    Putting It Together               the numbered blocks of train (step 4 with a critic only);
+                                      its step 0, fine_tune, gives π_ref
+    What's Next                       sample_answers, reward, collect_groups (step 1);
+                                      group_advantages, group_batch (step 2); kl_k3,
+                                      token_weights, grpo_loss (step 3)
 Papers: GRPO, Shao et al., arXiv:2402.03300 §4.1 (eqs. 3-4); Dr. GRPO, arXiv:2503.20783; DAPO,
 arXiv:2503.14476 (each departure behind a flag); the transformer, arXiv:1706.03762.
 
@@ -44,7 +46,7 @@ the SFT policy's transformer with a new value head, as RLHF's value models start
 supervised model. β is the paper's 0.04: here π_ref is a supervised model worth staying near.
 
 Examples:
-    python grpo_text.py                          # SFT to ~30 % held out, then GRPO
+    python grpo_text.py                          # SFT to ~1/5 held out, then GRPO
     python grpo_text.py --advantage critic       # PPO with a value head, the rest the same
     python grpo_text.py --sft-to-plateau         # the control: SFT alone, as far as it goes
 """
@@ -93,9 +95,8 @@ class Args:
     heldout_size: int = 500
     """prompts held out from all training; the accuracy reported is on them"""
     sft_examples: int = 700
-    """solved training prompts that SFT learns from: for 2 digits, fewer than SFT alone needs
-    to generalise (from 1,000 it nears RL's accuracy, RESULTS.md), so what RL adds is the
-    checker's reward on the training prompts that have no solved answer"""
+    """solved training prompts that SFT learns from; fewer than SFT alone needs to generalise
+    (RESULTS.md), so RL adds the checker's reward on the prompts without a solved answer"""
 
     # --- the policy: a causal transformer [arXiv:1706.03762] ---
     d_model: int = 64
@@ -107,9 +108,8 @@ class Args:
 
     # --- stage 1: supervised fine-tuning, the reference π_ref ---
     sft_steps: int = 2000
-    """Adam steps of next-token training on the solved examples; the default stops at about a
-    fifth of held-out prompts right on purpose (0.18, 0.22 and 0.29 for seeds 1-3), so that RL
-    has something to add"""
+    """Adam steps of next-token training on the solved examples, stopped on purpose at about a
+    fifth of held-out prompts right, so that RL has something to add"""
     sft_batch_size: int = 64
     """solved examples per SFT step"""
     sft_learning_rate: float = 1e-3
@@ -121,8 +121,7 @@ class Args:
 
     # --- stage 2: the group rollout ---
     num_iterations: int = 2000
-    """iterations of GRPO (sample a batch, update); 0: SFT alone. 2-digit held-out accuracy
-    still rises after 1,000 (RESULTS.md); 2,000 take about 3 minutes on one core"""
+    """iterations of GRPO (sample a batch, update); 0: SFT alone"""
     num_prompts: int = 32
     """P: training prompts per batch, drawn uniformly with the run's own generator"""
     group_size: int = 8
@@ -351,6 +350,32 @@ def sft_to_plateau(actor: Transformer, train_chunk: Callable[[], None],
     return best_chunk
 
 
+def fine_tune(actor: Transformer, train_pairs: np.ndarray, args: Args, log: "RunLog",
+              rng: np.random.Generator) -> None:
+    """Stage 1 on the first --sft-examples training pairs: --sft-steps steps, or with
+    --sft-to-plateau the control's chunks of 250, chosen on a validation set of training
+    prompts outside the SFT examples (the held-out prompts stay unseen)."""
+    D, L = args.num_digits, args.num_digits + 2
+    sft_pairs = train_pairs[:args.sft_examples]
+    sft_data = prompts_of(sft_pairs, D), answers_of(sft_pairs, L)
+    if not args.sft_to_plateau:
+        supervised_fine_tune(actor, *sft_data, args.sft_steps, args.sft_batch_size,
+                             args.sft_learning_rate, rng)
+        log.sft_steps = args.sft_steps
+        return
+    valid_pairs = train_pairs[args.sft_examples:][:args.heldout_size]
+    valid = prompts_of(valid_pairs, D), torch.as_tensor(valid_pairs.sum(1))
+
+    def chunk() -> None:  # 250 SFT steps, then a held-out row for the record
+        supervised_fine_tune(actor, *sft_data, 250, args.sft_batch_size,
+                             args.sft_learning_rate, rng)
+        log.sft_steps += 250
+        log.evaluate(actor, 0, 0)
+
+    log.evaluate(actor, 0, 0)  # the untrained model
+    log.sft_steps = 250 * sft_to_plateau(actor, chunk, lambda: greedy_accuracy(actor, *valid, L))
+
+
 def cross_entropy(actor: Transformer, prompts: torch.Tensor, answers: torch.Tensor,
                   lengths: torch.Tensor) -> torch.Tensor:
     """-mean over the answers' tokens of log π_θ(a_t|s_t): the SFT loss."""
@@ -512,6 +537,37 @@ def group_batch(rewards: torch.Tensor, advantage: str, std_scale: bool, signal_o
     return used, advantages
 
 
+def collect_groups(actor: Transformer, train_pairs: np.ndarray, args: Args,
+                   rng: np.random.Generator) -> tuple[tuple[torch.Tensor, ...], int, dict]:
+    """Step 1: G answers to each of P training prompts drawn with rng, sampled by π_θ'. With
+    --dynamic-sampling, rounds of P groups, keeping those with signal, until P are kept or
+    --max-draws rounds are drawn. Returns the kept (prompts, answers, log-probs, lengths,
+    rewards), how many groups were kept, and the log's statistics of every answer drawn."""
+    P, G, D = args.num_prompts, args.group_size, args.num_digits
+    kept, drawn, with_signal, groups, rewards_drawn, lengths_drawn = [], 0, 0, 0, [], []
+    while True:
+        pairs = np.repeat(train_pairs[rng.integers(len(train_pairs), size=P)], G, 0)
+        prompts = prompts_of(pairs, D)  # [N, 2D + 2], prompt p repeated G times
+        answers, logprobs, lengths = sample_answers(actor, prompts, D + 2)  # [N, L]
+        rewards = reward(answers, torch.as_tensor(pairs.sum(1)))  # R_i [N]
+        rewards_drawn.append(rewards)
+        lengths_drawn.append(lengths)
+        drawn += P
+        signal = carries_signal(rewards.view(P, G))  # [P]
+        with_signal += int(signal.sum())
+        keep = signal.clone() if args.dynamic_sampling else torch.ones(P, dtype=bool)
+        keep &= keep.cumsum(0) <= P - groups  # at most P groups in the batch
+        rows = keep.repeat_interleave(G)
+        kept.append((prompts[rows], answers[rows], logprobs[rows], lengths[rows], rewards[rows]))
+        groups += int(keep.sum())
+        if not args.dynamic_sampling or groups == P or drawn == args.max_draws * P:
+            break
+    stats = dict(mean_reward=torch.cat(rewards_drawn).mean().item(),
+                 zero_signal=1.0 - with_signal / drawn,  # of the groups drawn
+                 groups_drawn=drawn, answer_length=torch.cat(lengths_drawn).float().mean().item())
+    return tuple(torch.cat(x) for x in zip(*kept)), groups, stats
+
+
 def train(args: Args) -> Path:
     """Run one experiment and return its run folder; bad arguments raise BadInput first."""
     check_args(args)
@@ -530,26 +586,7 @@ def train(args: Args) -> Path:
     log = RunLog(args, actor, heldout)
 
     # --- 0. Supervised fine-tuning on solved examples gives π_ref [arXiv:2402.03300 §4.1] ---
-    sft_pairs = train_pairs[:args.sft_examples]
-    sft_data = prompts_of(sft_pairs, D), answers_of(sft_pairs, L)
-    if args.sft_to_plateau:
-        # the control: chosen on a validation set of training prompts outside the SFT examples
-        valid_pairs = train_pairs[args.sft_examples:][:args.heldout_size]
-        valid = prompts_of(valid_pairs, D), torch.as_tensor(valid_pairs.sum(1))
-
-        def chunk() -> None:  # 250 SFT steps, then a held-out row for the record
-            supervised_fine_tune(actor, *sft_data, 250, args.sft_batch_size,
-                                 args.sft_learning_rate, rng)
-            log.sft_steps += 250
-            log.evaluate(actor, 0, 0)
-
-        log.evaluate(actor, 0, 0)  # the untrained model
-        log.sft_steps = 250 * sft_to_plateau(actor, chunk,
-                                             lambda: greedy_accuracy(actor, *valid, L))
-    else:
-        supervised_fine_tune(actor, *sft_data, args.sft_steps, args.sft_batch_size,
-                             args.sft_learning_rate, rng)
-        log.sft_steps = args.sft_steps
+    fine_tune(actor, train_pairs, args, log, rng)
     log.before = log.evaluate(actor, 0, 0)
     ref_actor = copy.deepcopy(actor).requires_grad_(False)  # π_ref, frozen
     params = list(actor.parameters())
@@ -570,29 +607,9 @@ def train(args: Args) -> Path:
         for iteration in range(1, num_iterations + 1):
             # --- 1. Collect G answers to each of P prompts with π_θ' [What's Next; Putting It
             #     Together, step 1]; with --dynamic-sampling, rounds until P groups of signal ---
-            kept, drawn, with_signal, groups, rewards_drawn, lengths_drawn = [], 0, 0, 0, [], []
-            while True:
-                pairs = np.repeat(train_pairs[rng.integers(len(train_pairs), size=P)], G, 0)
-                prompts = prompts_of(pairs, D)  # [N, 2D + 2], prompt p repeated G times
-                answers, logprobs, lengths = sample_answers(actor, prompts, L)  # [N, L]
-                rewards = reward(answers, torch.as_tensor(pairs.sum(1)))  # R_i [N]
-                answers_sampled += len(answers)
-                rewards_drawn.append(rewards)
-                lengths_drawn.append(lengths)
-                drawn += P
-                signal = carries_signal(rewards.view(P, G))  # [P]
-                with_signal += int(signal.sum())
-                keep = signal.clone() if args.dynamic_sampling else torch.ones(P, dtype=bool)
-                keep &= keep.cumsum(0) <= P - groups  # at most P groups in the batch
-                rows = keep.repeat_interleave(G)
-                kept.append((prompts[rows], answers[rows], logprobs[rows], lengths[rows],
-                             rewards[rows]))
-                groups += int(keep.sum())
-                if not args.dynamic_sampling or groups == P or drawn == args.max_draws * P:
-                    break
-            b_prompts, b_answers, b_logprobs, b_lengths, b_rewards = (
-                torch.cat(x) for x in zip(*kept))  # b_answers [N', L]
-            zero_signal = 1.0 - with_signal / drawn  # of the groups drawn
+            (b_prompts, b_answers, b_logprobs, b_lengths, b_rewards), groups, stats_row = (
+                collect_groups(actor, train_pairs, args, rng))  # b_answers [N', L]
+            answers_sampled += stats_row["groups_drawn"] * G
 
             # --- 2. Advantages: Â_i of answer i for each of its tokens, no critic [What's Next;
             #     arXiv:2402.03300 §4.1.2]; or GAE from V(s_t) [From Baseline to Advantage] ---
@@ -616,9 +633,6 @@ def train(args: Args) -> Path:
                     real = answer_mask(b_lengths, L)
                     b_advantages = (b_advantages - b_advantages[real].mean()) / (
                         b_advantages[real].std() + 1e-8)
-            stats_row = dict(mean_reward=torch.cat(rewards_drawn).mean().item(),
-                             zero_signal=zero_signal, groups_drawn=drawn,
-                             answer_length=torch.cat(lengths_drawn).float().mean().item())
             if not used.any():
                 # no group carries signal: every Â_i = 0, so the objective's gradient is the
                 # KL term's alone, which pulls toward π_ref without the task's say; θ and
