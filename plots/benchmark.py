@@ -205,9 +205,10 @@ def grid_cells(args: Args) -> list[Cell]:
     order, a claims grid seed-major (claims.grid_runs)."""
     envs = grid_envs(args.grid) if args.envs is None else args.envs
     if args.grid == "grpo":
-        cells = [make_cell(variant, "grpo", solved.ENV, seed,
-                           args.total_timesteps or solved.STEPS, flags)
-                 for seed in solved.SEEDS for variant, flags in solved.VARIANTS.items()]
+        runs = [("grpo", variant, flags) for variant, flags in solved.VARIANTS.items()]
+        runs += [(script, script, "") for script in solved.BESIDE]
+        cells = [make_cell(name, script, solved.ENV, seed, args.total_timesteps or solved.STEPS,
+                           flags) for seed in solved.SEEDS for script, name, flags in runs]
     elif args.grid != "benchmark":
         cells = [claims_cell(setting, env_id, seed, args.total_timesteps)
                  for setting, env_id, seed in claims.grid_runs(args.grid)]

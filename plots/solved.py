@@ -1,10 +1,11 @@
 """Does GRPO keep a solved policy solved? benchmark.py runs this grid (--grid grpo) and calls
 summarise() below.
 
-grpo.py on CartPole-v1 for 1,000,000 steps, seeds 1-5, in each variant of VARIANTS. A run is
-solved from the first episode at which the mean of its last 20 returns reaches 475; from there
-on, the table counts the lowest such mean, the share of episodes that reach 400, and how many
-steps after solving the last mean below 450 ends (last_dip_after: when it settled). Rows of
+grpo.py on CartPole-v1 for 1,000,000 steps, seeds 1-5, in each variant of VARIANTS, and the
+scripts of BESIDE with their defaults for comparison. A run is solved from the first episode
+at which the mean of its last 20 returns reaches 475; from there on, the table counts the
+lowest such mean, the share of episodes that reach 400, and how many steps after solving the
+last mean below 450 ends (last_dip_after: when it settled). Rows of
 runs made by an earlier grpo.py (the "before" row, --exp-name before) are summarised beside
 them when their folders are in the same runs folder.
 
@@ -40,6 +41,9 @@ VARIANTS = {  # row -> grpo.py's flags; each names both new flags, whatever the 
     # or does the one outcome shared by every action of an episode need more episodes per batch?
     "groups_8": "--no-signal-only --num-groups 8",
 }
+BESIDE = ("ppo_clip", "vpg")
+"""scripts run beside the variants with their own defaults, rows named after them: is the
+target within reach of a per-step advantage over the same steps?"""
 RUN_COLUMNS = ["variant", "seed", "episodes", "solved_at", "lowest_after", "share_low_after",
                "last_dip_after", "final", "zero_signal_after", "groups_drawn_after"]
 SUMMARY_COLUMNS = ["variant", "seeds", "solved", "kept_above_450", "steps_to_475_median",
@@ -77,7 +81,7 @@ def run_row(variant: str, run_dir: Path) -> dict[str, str]:
             "last_dip_after": "" if np.isnan(last_dip) else f"{last_dip - solved_at:.0f}",
             "final": f"{np.mean(returns[-WINDOW:]):.1f}",
             "zero_signal_after": f"{np.mean(updates['zero_signal'][after]):.3f}"
-            if after.any() else "",
+            if after.any() and "zero_signal" in updates else "",
             "groups_drawn_after": f"{np.mean(updates['groups_drawn'][after]):.2f}"
             if after.any() and "groups_drawn" in updates else ""}
 
@@ -89,7 +93,7 @@ def summarise(found: dict[tuple[str, int], Path], out: Path) -> None:
     rows = {(r["variant"], int(r["seed"])): r for r in read_rows(out / "runs.csv")}
     for (variant, seed), run_dir in found.items():
         rows[variant, seed] = run_row(variant, run_dir)
-    order = ["before", *VARIANTS]
+    order = ["before", *VARIANTS, *BESIDE]
     merged = sorted(rows.values(), key=lambda r: (order.index(r["variant"]) if r["variant"]
                                                   in order else len(order), int(r["seed"])))
     write_rows(out / "runs.csv", RUN_COLUMNS, merged)

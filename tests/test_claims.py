@@ -264,3 +264,27 @@ def test_stays_solved_finds_the_last_dip_below_450():
     solved_at, lowest, _, last_dip = solved.stays_solved(steps, returns)
     assert (solved_at, last_dip) == (24_000, 70_000)
     assert lowest == pytest.approx(17 * 500 / 20)
+
+
+def test_summary_puts_a_script_without_groups_beside_the_variants(tmp_path):
+    """ppo_clip's updates.csv has no zero_signal column: its row leaves that column empty,
+    comes after the variants, and carries the figures worked by hand above."""
+    returns = [470.0] * 20 + [500.0] * 30 + [0.0] * 3 + [500.0] * 30  # the run above
+    found = {}
+    for name, columns in [("ppo_clip", "global_step"), ("skip_only", "global_step,zero_signal")]:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"seed": 1}))
+        (run / "episodes.csv").write_text("global_step,episodic_return\n" + "".join(
+            f"{1000 * (i + 1)},{r}\n" for i, r in enumerate(returns)))
+        (run / "updates.csv").write_text(f"{columns}\n" + "".join(
+            f"{step}{',0.5' * (',' in columns)}\n" for step in (20_000, 60_000)))
+        found[name, 1] = run
+    solved.summarise(found, tmp_path / "out")
+    rows = claims.read_rows(tmp_path / "out" / "runs.csv")
+    assert [(r["variant"], r["solved_at"], r["last_dip_after"], r["zero_signal_after"])
+            for r in rows] == [("skip_only", "24000", "46000", "0.500"),
+                               ("ppo_clip", "24000", "46000", "")]
+    summary = claims.read_rows(tmp_path / "out" / "summary.csv")
+    assert [(r["variant"], r["kept_above_450"]) for r in summary] == [("skip_only", "0"),
+                                                                       ("ppo_clip", "0")]
