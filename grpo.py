@@ -17,6 +17,9 @@ envs are reset with seed_p, drawn from the run's own generator, and every episod
 end. Its raw undiscounted return R_i is episode i's outcome reward: no critic, no GAE.
 No signal, no step: a group whose R_i are all equal has every Â_i = 0 and adds nothing to ∇_θ of
 eq. 3 (β = 0); a batch of such groups alone gives no step, which Adam's momentum would still take.
+One step per batch, as in the paper: r_t = 1 where the gradient is taken, so the clip acts only
+with --update-epochs or --num-minibatches above 1; many steps on one batch fit the noise of one
+outcome per episode, and a solved CartPole falls again (RESULTS.md).
 
 Notation (article and paper -> code):
     π_θ, π_θ', π_ref        actor after and before the update; ref_actor (the initial policy,
@@ -39,6 +42,7 @@ The critic's flags and --normalize are left out: the group normalises the raw re
 Examples:
     python grpo.py                                       # CartPole-v1 with the defaults below
     python grpo.py --beta 0.04 --ref-update-every 0      # the paper's KL penalty, fixed π_ref
+    python grpo.py --env-id Pendulum-v1 --update-epochs 20 --num-minibatches 2  # reuse batches
 """
 
 import copy
@@ -118,17 +122,18 @@ class Args:
     (Dr. GRPO): a constant 1/T, since 1/|o_i| gives the steps of short episodes a larger share"""
     signal_only: bool = False
     """update on the groups with signal alone (N in eq. 3 counts their episodes); off, a group of
-    equal returns stays and dilutes the weights 1/(N |o_i|), which kept CartPole steadier"""
+    equal returns stays and dilutes the weights 1/(N |o_i|)"""
 
     # --- optimisation ---
     learning_rate: float = 1e-2
     """Adam step size of the actor"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over the run's steps"""
-    num_minibatches: int = 2
+    num_minibatches: int = 1
     """minibatches of steps per epoch, at most N (G with --signal-only or --dynamic-sampling)"""
-    update_epochs: int = 20
-    """passes over each batch (the paper's μ, 1 there)"""
+    update_epochs: int = 1
+    """passes over each batch: the paper's μ = 1, a single update per batch (arXiv:2402.03300
+    §4.2); more passes or minibatches reuse the batch, which the clip then bounds"""
     max_grad_norm: float = 0.5
     """clip the global gradient norm of the actor to this value"""
     ent_coef: float = 0.0

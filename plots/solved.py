@@ -24,22 +24,29 @@ SOLVED, KEPT, LOW = 475.0, 450.0, 400.0
 """solved: the 20-episode mean reaches 475; kept: it never falls below 450 afterwards; low: an
 episode below 400"""
 WINDOW = 20
-VARIANTS = {  # row -> grpo.py's flags; each names both new flags, whatever the defaults
-    "skip_only": "--no-signal-only",
-    "signal_only": "--signal-only",
-    "clip_higher": "--signal-only --clip-coef-high 0.28",
-    "dynamic_sampling": "--signal-only --dynamic-sampling",
-    "both": "--signal-only --dynamic-sampling --clip-coef-high 0.28",
+REUSE = "--update-epochs 20 --num-minibatches 2"  # the defaults before one_step
+ONE_STEP = "--update-epochs 1 --num-minibatches 1"  # the defaults since
+VARIANTS = {  # row -> grpo.py's flags; each names every flag it was run with, whatever the defaults
+    "skip_only": f"--no-signal-only {REUSE}",
+    "signal_only": f"--signal-only {REUSE}",
+    "clip_higher": f"--signal-only --clip-coef-high 0.28 {REUSE}",
+    "dynamic_sampling": f"--signal-only --dynamic-sampling {REUSE}",
+    "both": f"--signal-only --dynamic-sampling --clip-coef-high 0.28 {REUSE}",
     # what else moves θ once solved: a group with one worse episode, its Â_i scaled by a small
     # std (Dr. GRPO's point, arXiv:2503.20783 §3.2), and the size of the step it then takes
-    "no_std_scale": "--no-signal-only --no-std-scale",
-    "target_kl": "--no-signal-only --target-kl 0.01",
-    # the defaults' dips all end within 80k steps of solving (last_dip_after), while the
-    # annealed step size is still near its start: does a smaller step settle it?
-    "lr_3e-3": "--no-signal-only --learning-rate 3e-3",
-    "lr_1e-3": "--no-signal-only --learning-rate 1e-3",
+    "no_std_scale": f"--no-signal-only --no-std-scale {REUSE}",
+    "target_kl": f"--no-signal-only --target-kl 0.01 {REUSE}",
+    # the dips all end within 80k steps of solving (last_dip_after), while the annealed step
+    # size is still near its start: does a smaller step settle it?
+    "lr_3e-3": f"--no-signal-only --learning-rate 3e-3 {REUSE}",
+    "lr_1e-3": f"--no-signal-only --learning-rate 1e-3 {REUSE}",
     # or does the one outcome shared by every action of an episode need more episodes per batch?
-    "groups_8": "--no-signal-only --num-groups 8",
+    "groups_8": f"--no-signal-only --num-groups 8 {REUSE}",
+    # or the 20 passes (40 Adam steps) over each batch? The GRPO paper makes one (μ = 1, §4.2)
+    "one_epoch": "--no-signal-only --update-epochs 1 --num-minibatches 2",
+    "one_step": f"--no-signal-only {ONE_STEP}",  # one Adam step a batch, as vpg.py's actor
+    "one_step_signal_only": f"--signal-only {ONE_STEP}",
+    "one_step_dynamic_sampling": f"--signal-only --dynamic-sampling {ONE_STEP}",
 }
 BESIDE = ("ppo_clip", "vpg")
 """scripts run beside the variants with their own defaults, rows named after them: is the
