@@ -562,6 +562,25 @@ def scripted(monkeypatch):
     gym.registry.pop("ScriptedReward-v0")
 
 
+def test_the_default_update_is_one_step_where_the_clip_does_nothing(monkeypatch, tmp_path,
+                                                                     read_csv):
+    """The defaults make the paper's single update per batch: one Adam step, taken at θ = θ',
+    where every r_t is 1, so no ratio is clipped."""
+    steps = []
+
+    class CountingAdam(torch.optim.Adam):
+        def step(self, *args, **kwargs):
+            steps.append(1)
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", CountingAdam)
+    updates = read_csv(grpo.train(grpo.Args(total_timesteps=20_000, runs_dir=str(tmp_path)))
+                       / "updates.csv")
+    assert len(updates["kl"]) > 1 and np.all(updates["zero_signal"] < 1)
+    assert len(steps) == len(updates["kl"])
+    assert np.all(updates["clipfrac"] == 0) and np.all(updates["kl"] > 0)
+
+
 def test_a_batch_without_signal_leaves_actor_and_adam_untouched(scripted, monkeypatch,
                                                                  tmp_path, read_csv):
     """Signal in the first batch only (8 episodes): Adam steps there, then never again, and
