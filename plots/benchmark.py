@@ -97,11 +97,11 @@ CONTINUOUS_FLAGS = {
 
 # One published recipe, a row of its own on the MuJoCo tasks (RESULTS.md, "HalfCheetah-v5: one
 # published recipe"; tried on HalfCheetah-v5 first, and ahead there, on the other two):
-# Tianshou's MuJoCo PPO (github.com/thu-ml/tianshou,
-# examples/mujoco/mujoco_ppo.py, with 64 parallel envs as in its v0.4 benchmark): batches of
-# 64 x 32 steps, 10 epochs of minibatches of 64, lr 3e-4 annealed, gamma 0.99, vf-coef 0.25, no
-# advantage normalisation, log std from -0.5, observations normalised and rewards raw,
-# advantages recomputed before every epoch, value targets scaled by the returns' running std.
+# Tianshou's MuJoCo PPO (github.com/thu-ml/tianshou, examples/mujoco/mujoco_ppo.py, with 64
+# parallel envs as in its v0.4 benchmark): batches of 64 x 32 steps, 10 epochs of minibatches
+# of 64, lr 3e-4 annealed, gamma 0.99, vf-coef 0.25, no advantage normalisation, log std from
+# -0.5, observations normalised and rewards raw, advantages recomputed before every epoch,
+# value targets scaled by the returns' running std.
 RECIPES = {"ppo_clip_tianshou": "ppo_clip"}  # the run's name (its --exp-name) -> its script
 RECIPE_FLAGS = {
     "ppo_clip_tianshou": "--num-envs 64 --num-steps 32 --num-minibatches 32 --update-epochs 10 "

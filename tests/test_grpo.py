@@ -562,31 +562,9 @@ def scripted(monkeypatch):
     gym.registry.pop("ScriptedReward-v0")
 
 
-def test_the_default_update_is_one_step_where_the_clip_does_nothing(monkeypatch, tmp_path,
-                                                                     read_csv):
-    """The defaults make the paper's single update per batch: one Adam step, taken at θ = θ',
-    where every r_t is 1, so no ratio is clipped."""
-    steps = []
-
-    class CountingAdam(torch.optim.Adam):
-        def step(self, *args, **kwargs):
-            steps.append(1)
-            return super().step(*args, **kwargs)
-
-    monkeypatch.setattr(torch.optim, "Adam", CountingAdam)
-    updates = read_csv(grpo.train(grpo.Args(total_timesteps=20_000, runs_dir=str(tmp_path)))
-                       / "updates.csv")
-    assert len(updates["kl"]) > 1 and np.all(updates["zero_signal"] < 1)
-    assert len(steps) == len(updates["kl"])
-    assert np.all(updates["clipfrac"] == 0) and np.all(updates["kl"] > 0)
-
-
-def test_a_batch_without_signal_leaves_actor_and_adam_untouched(scripted, monkeypatch,
-                                                                 tmp_path, read_csv):
-    """Signal in the first batch only (8 episodes): Adam steps there, then never again, and
-    the actor after three iterations is bit for bit the actor after one; the rows of the
-    skipped updates say zero_signal 1 and kl 0."""
-    scripted(lambda seed, episode: episode < 8)
+@pytest.fixture
+def adam_states(monkeypatch):
+    """Adam's state_dict after each of its steps, recorded by every Adam created in the test."""
     states = []
 
     class RecordingAdam(torch.optim.Adam):
@@ -596,6 +574,26 @@ def test_a_batch_without_signal_leaves_actor_and_adam_untouched(scripted, monkey
             return result
 
     monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    return states
+
+
+def test_the_default_update_is_one_step_where_the_clip_does_nothing(adam_states, tmp_path,
+                                                                     read_csv):
+    """The defaults make the paper's single update per batch: one Adam step, taken at θ = θ',
+    where every r_t is 1, so no ratio is clipped."""
+    updates = read_csv(grpo.train(grpo.Args(total_timesteps=20_000, runs_dir=str(tmp_path)))
+                       / "updates.csv")
+    assert len(updates["kl"]) > 1 and np.all(updates["zero_signal"] < 1)
+    assert len(adam_states) == len(updates["kl"])
+    assert np.all(updates["clipfrac"] == 0) and np.all(updates["kl"] > 0)
+
+
+def test_a_batch_without_signal_leaves_actor_and_adam_untouched(scripted, adam_states,
+                                                                 tmp_path, read_csv):
+    """Signal in the first batch only (8 episodes): Adam steps there, then never again, and
+    the actor after three iterations is bit for bit the actor after one; the rows of the
+    skipped updates say zero_signal 1 and kl 0."""
+    scripted(lambda seed, episode: episode < 8)
     flags = dict(env_id="ScriptedReward-v0", num_groups=2, group_size=4, update_epochs=2,
                  num_minibatches=2, save_model=True)
     actors = []
@@ -603,10 +601,10 @@ def test_a_batch_without_signal_leaves_actor_and_adam_untouched(scripted, monkey
         ScriptedReward.episodes = 0
         run_dir = grpo.train(grpo.Args(total_timesteps=total, runs_dir=str(tmp_path), **flags))
         actors.append(torch.load(run_dir / "model.pt", weights_only=True)["actor"])
-    assert len(states) == 2 * 2 * 2  # two runs, each 2 epochs x 2 minibatches in iteration 1
+    assert len(adam_states) == 2 * 2 * 2  # two runs, each 2 epochs x 2 minibatches in iteration 1
     for name, value in actors[0].items():
         assert torch.equal(value, actors[1][name]), name
-    for a, b in zip(states[3]["state"].values(), states[7]["state"].values()):
+    for a, b in zip(adam_states[3]["state"].values(), adam_states[7]["state"].values()):
         assert all(torch.equal(a[k], b[k]) for k in a)  # Adam's moments: the same too
     updates = read_csv(run_dir / "updates.csv")
     assert updates["zero_signal"].tolist() == [0.0, 1.0, 1.0]
