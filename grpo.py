@@ -7,7 +7,7 @@ Article sections and where they live here:
     PPO: Approximate the Constraint
          with Clipping                clipped_surrogate_loss, called by grpo_loss
     Putting It Together               the numbered blocks of train (no step 4: no critic)
-    What's Next                       the group rollout (step 1 of train); group_advantages,
+    What's Next                       play_groups and collect_groups (step 1); group_advantages,
                                       group_batch (step 2); kl_k3 and grpo_loss (step 3)
 Papers: GRPO, Shao et al., arXiv:2402.03300 §4.1; Dr. GRPO, arXiv:2503.20783; DAPO,
 arXiv:2503.14476 (each departure behind a flag).
@@ -402,6 +402,36 @@ def play_groups(envs: gym.vector.SyncVectorEnv, actor: Actor, seeds: np.ndarray,
     return returns, lengths, step + 1, global_step
 
 
+def collect_groups(envs: gym.vector.SyncVectorEnv, actor: Actor, start_seeds: np.random.Generator,
+                   storage: tuple[np.ndarray, ...], log: "RunLog", global_step: int,
+                   device: torch.device, args: Args) -> tuple[list, int, int, int, int]:
+    """Step 1: a round of P groups (play_groups), or with --dynamic-sampling rounds until P
+    groups of signal are kept, --max-draws rounds are drawn or the budget would be passed.
+    Returns per round its kept steps (obs, actions, episode in the batch, R_i, |o_i|), the
+    groups drawn, those with signal, the last round's rows and the environment steps so far."""
+    P, G, N, T = args.num_groups, args.group_size, args.num_envs, args.num_steps
+    obs, actions, real = storage
+    kept, drawn, with_signal, groups = [], 0, 0, 0
+    while True:
+        returns, lengths, rows, global_step = play_groups(
+            envs, actor, start_seeds.integers(2**32, size=P), G, storage, log, global_step,
+            device)
+        drawn += P
+        signal = carries_signal(torch.as_tensor(returns).view(P, G)).numpy()  # [P]
+        with_signal += int(signal.sum())
+        keep = signal.copy() if args.dynamic_sampling else np.ones(P, dtype=bool)
+        keep &= np.cumsum(keep) <= P - groups  # at most P groups in the batch
+        envs_kept = np.repeat(keep, G)  # [N]
+        mask = real[:rows] & envs_kept  # [rows, N]: the kept episodes' real steps
+        episode = np.cumsum(envs_kept) - 1 + G * groups  # env n's episode in the batch
+        kept.append((obs[:rows][mask], actions[:rows][mask], episode[np.nonzero(mask)[1]],
+                     returns.reshape(P, G)[keep], lengths[envs_kept]))
+        groups += int(keep.sum())
+        if (not args.dynamic_sampling or groups == P or drawn == args.max_draws * P
+                or global_step + N * T > args.total_timesteps):
+            return kept, drawn, with_signal, rows, global_step
+
+
 def train(args: Args) -> Path:
     """Run one experiment and return its run folder; bad arguments raise BadInput first."""
     check_args(args)
@@ -452,26 +482,8 @@ def train(args: Args) -> Path:
             # --- 1. Collect P groups of G episodes with π_θ', the G of a group from one start
             #     state [What's Next; Putting It Together, step 1]; with --dynamic-sampling,
             #     rounds of P groups until P groups of signal are kept ---
-            kept, drawn, with_signal, groups = [], 0, 0, 0  # kept: per round, its kept steps
-            while True:
-                returns, lengths, rows, global_step = play_groups(
-                    envs, actor, start_seeds.integers(2**32, size=P), G, (obs, actions, real),
-                    log, global_step, device)
-                drawn += P
-                signal = carries_signal(torch.as_tensor(returns).view(P, G)).numpy()  # [P]
-                with_signal += int(signal.sum())
-                keep = signal.copy() if args.dynamic_sampling else np.ones(P, dtype=bool)
-                keep &= np.cumsum(keep) <= P - groups  # at most P groups in the batch
-                envs_kept = np.repeat(keep, G)  # [N]
-                mask = real[:rows] & envs_kept  # [rows, N]: the kept episodes' real steps
-                episode = np.cumsum(envs_kept) - 1 + G * groups  # env n's episode in the batch
-                kept.append((obs[:rows][mask], actions[:rows][mask],
-                             episode[np.nonzero(mask)[1]], returns.reshape(P, G)[keep],
-                             lengths[envs_kept]))
-                groups += int(keep.sum())
-                if (not args.dynamic_sampling or groups == P or drawn == args.max_draws * P
-                        or global_step + N * T > args.total_timesteps):
-                    break
+            kept, drawn, with_signal, rows, global_step = collect_groups(
+                envs, actor, start_seeds, (obs, actions, real), log, global_step, device, args)
 
             # --- 2. The group advantage Â_i of every step of episode i, no critic [What's
             #     Next; arXiv:2402.03300 §4.1.2] ---
