@@ -338,6 +338,21 @@ def update_beta(beta: float, kl: float, kl_target: float, factor: float = 2.0) -
     return beta
 
 
+def value_loss(newvalue: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor,
+               vf_clip: float | None = None) -> torch.Tensor:
+    """Return ½ Ê_t[(V(s_t) - R_t)²], step 4's regression of V toward the returns
+    R_t = Â_t + V_old(s_t). [Putting It Together, step 4]
+
+    vf_clip, if given, is not in the article: value clipping (OpenAI baselines;
+    arXiv:2005.12729), the larger of the squared errors of V and of
+    V_old + clip(V - V_old, -vf_clip, vf_clip)."""
+    v_error = (newvalue - returns) ** 2
+    if vf_clip is not None:
+        v_clipped = old_values + torch.clamp(newvalue - old_values, -vf_clip, vf_clip)
+        v_error = torch.max(v_error, (v_clipped - returns) ** 2)
+    return 0.5 * v_error.mean()
+
+
 def train(args: Args) -> Path:
     """Run one experiment and return its run folder; bad arguments raise BadInput first."""
     check_args(args)
@@ -449,16 +464,8 @@ def train(args: Args) -> Path:
 
                     # step 4: regress V(s_t) toward the returns Â_t + V_old(s_t), in the
                     # critic's units (divided by σ with --scale-value-targets)
-                    newvalue = critic(mb_obs)
-                    mb_returns = b_returns[mb_inds] / return_scale.std
-                    v_error = (newvalue - mb_returns) ** 2
-                    if args.vf_clip is not None:
-                        # not in the article: value clipping (OpenAI baselines; arXiv:2005.12729)
-                        v_old = b_values[mb_inds] / return_scale.std
-                        v_clipped = v_old + torch.clamp(newvalue - v_old, -args.vf_clip,
-                                                        args.vf_clip)
-                        v_error = torch.max(v_error, (v_clipped - mb_returns) ** 2)
-                    v_loss = 0.5 * v_error.mean()
+                    v_loss = value_loss(critic(mb_obs), b_returns[mb_inds] / return_scale.std,
+                                        b_values[mb_inds] / return_scale.std, args.vf_clip)
 
                     # paper eq. 9 with L^KLPEN: maximise L^KLPEN - c_1 L^VF + c_2 S, negated
                     loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy

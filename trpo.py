@@ -361,6 +361,21 @@ def line_search(surrogate_and_kl_at, theta_old: torch.Tensor, full_step: torch.T
     return theta_old, backtrack_iters, False, 0.0
 
 
+def value_loss(newvalue: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor,
+               vf_clip: float | None = None) -> torch.Tensor:
+    """Return ½ Ê_t[(V(s_t) - R_t)²], step 4's regression of V toward the returns
+    R_t = Â_t + V_old(s_t). [Putting It Together, step 4]
+
+    vf_clip, if given, is not in the article: value clipping (OpenAI baselines;
+    arXiv:2005.12729), the larger of the squared errors of V and of
+    V_old + clip(V - V_old, -vf_clip, vf_clip)."""
+    v_error = (newvalue - returns) ** 2
+    if vf_clip is not None:
+        v_clipped = old_values + torch.clamp(newvalue - old_values, -vf_clip, vf_clip)
+        v_error = torch.max(v_error, (v_clipped - returns) ** 2)
+    return 0.5 * v_error.mean()
+
+
 def train(args: Args) -> Path:
     """Run one experiment and return its run folder; bad arguments raise BadInput first."""
     check_args(args)
@@ -481,14 +496,8 @@ def train(args: Args) -> Path:
                 b_inds = torch.randperm(batch_size, device=device)
                 for start in range(0, batch_size, minibatch_size):
                     mb_inds = b_inds[start:start + minibatch_size]
-                    newvalue = critic(b_obs[mb_inds])
-                    v_error = (newvalue - b_returns[mb_inds]) ** 2
-                    if args.vf_clip is not None:
-                        # not in the article: value clipping (OpenAI baselines; arXiv:2005.12729)
-                        v_clipped = b_values[mb_inds] + torch.clamp(
-                            newvalue - b_values[mb_inds], -args.vf_clip, args.vf_clip)
-                        v_error = torch.max(v_error, (v_clipped - b_returns[mb_inds]) ** 2)
-                    v_loss = 0.5 * v_error.mean()
+                    v_loss = value_loss(critic(b_obs[mb_inds]), b_returns[mb_inds],
+                                        b_values[mb_inds], args.vf_clip)
                     optimizer.zero_grad()
                     v_loss.backward()
                     optimizer.step()

@@ -44,8 +44,8 @@ LEARNING = {"ppo_clip": (10_000, 60), "ppo_kl": (10_000, 100), "trpo": (10_000, 
 # the pieces written the same in every script, so that a diff of two scripts shows only the
 # algorithm (ppo_clip.py is the reference)
 SHARED = ["make_env", "layer_init", "mlp", "Actor", "Critic", "mean_kl", "compute_gae",
-          "BadInput", "fail", "check_env", "choose_device", "explained_variance", "RunLog",
-          "pool_statistics", "save_model", "evaluate"]
+          "value_loss", "BadInput", "fail", "check_env", "choose_device", "explained_variance",
+          "RunLog", "pool_statistics", "save_model", "evaluate"]
 
 
 @pytest.mark.parametrize("name", SHARED)

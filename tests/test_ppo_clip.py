@@ -1,9 +1,9 @@
 """ppo_clip.py: the article's equations checked one by one.
 
 Each check compares against something written independently here (a formula, a sum written
-term by term, a Monte-Carlo estimate), never the code against itself. compute_gae and mean_kl
-are the same text in every script (test_end_to_end.py checks that), so they are checked here
-once; the short runs that every script shares are in test_end_to_end.py.
+term by term, a Monte-Carlo estimate), never the code against itself. compute_gae, mean_kl
+and value_loss are the same text in every script (test_end_to_end.py checks that), so they are
+checked here once; the short runs that every script shares are in test_end_to_end.py.
 """
 
 import importlib.util
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import ppo_clip
-from ppo_clip import clipped_surrogate_loss, compute_gae, mean_kl
+from ppo_clip import clipped_surrogate_loss, compute_gae, mean_kl, value_loss
 
 
 # --- L^CLIP [PPO: Approximate the Constraint with Clipping] ---
@@ -189,6 +189,41 @@ def test_compute_gae_with_lambda_one_is_the_discounted_return_minus_v(ending):
         if ending == "truncated":  # a time limit is not death: bootstrap from V(final obs)
             discounted_return += gamma ** (end + 1 - t) * final_value
         assert advantages[t, 0].item() == pytest.approx(discounted_return - values[t, 0].item())
+
+
+# --- the critic's loss [Putting It Together, step 4] ---
+
+@pytest.mark.parametrize("vf_clip", [None, 0.2])
+def test_value_loss_is_half_the_mean_squared_error(vf_clip):
+    """Written per sample with Python floats: (V - R)^2, and with --vf-clip the larger of that and
+    the error of V_old + clip(V - V_old, -c, c); the loss is half their mean."""
+    generator = torch.Generator().manual_seed(2)
+    newvalue, returns, old_values = torch.randn(3, 50, generator=generator, dtype=torch.float64)
+    errors = []
+    for v, r, v_old in zip(newvalue.tolist(), returns.tolist(), old_values.tolist()):
+        error = (v - r) ** 2
+        if vf_clip is not None:
+            error = max(error, (v_old + min(max(v - v_old, -vf_clip), vf_clip) - r) ** 2)
+        errors.append(error)
+    assert value_loss(newvalue, returns, old_values, vf_clip).item() == pytest.approx(
+        0.5 * sum(errors) / len(errors), rel=1e-12)
+
+
+def test_value_clipping_stops_the_gradient_of_a_prediction_moved_past_the_clip():
+    """d loss / d V_i is (V_i - R_i) / n, except where V_i left [V_old - c, V_old + c] and the
+    clipped prediction's error is the larger: there it is 0 (worked out by hand)."""
+    generator = torch.Generator().manual_seed(3)
+    returns, old_values = torch.randn(2, 200, generator=generator, dtype=torch.float64)
+    newvalue = (old_values + 0.5 * torch.randn(200, generator=generator, dtype=torch.float64)
+                ).requires_grad_()
+    c, n = 0.2, 200
+    value_loss(newvalue, returns, old_values, c).backward()
+    v, r, v_old = newvalue.detach(), returns, old_values
+    outside = (v - v_old).abs() > c
+    clipped_error = (v_old + (v - v_old).clamp(-c, c) - r) ** 2
+    frozen = outside & (clipped_error > (v - r) ** 2)
+    assert frozen.any() and (~frozen).any()
+    torch.testing.assert_close(newvalue.grad, torch.where(frozen, 0.0, (v - r) / n))
 
 
 # --- the rollout's fast sampler draws from the same pi_theta(.|s) as the Distribution ---
