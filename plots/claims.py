@@ -18,6 +18,7 @@ Written into <out-dir>/claims/:
     curves/<env>/<setting>__<seed>.csv   step,episodes,mean_return: the episodes that end in
                      each 10,000-step bin
     table1.csv, table1.png, per_task.csv, reuse.csv, reuse.png, line_search.csv
+    tables.md        the four tables as RESULTS.md shows them (markdown())
 Rows of runs.csv and curve files already there are kept and replaced by a newer finished run of
 the same (setting, env, seed), so that a summary of a partial runs folder never loses a row.
 """
@@ -265,7 +266,8 @@ def summarise(found: dict[tuple[str, str, int], Path], out: Path) -> None:
 
 
 def write_tables(rows: list[dict[str, str]], random: dict[str, float], out: Path) -> list[Path]:
-    """table1.csv, per_task.csv, reuse.csv, line_search.csv and the two figures."""
+    """table1.csv, per_task.csv, reuse.csv, line_search.csv, their markdown (tables.md) and the
+    two figures."""
     scores: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         if r["setting"] in SETTINGS:
@@ -325,8 +327,60 @@ def write_tables(rows: list[dict[str, str]], random: dict[str, float], out: Path
     write_rows(out / "line_search.csv", ["env", "runs", "updates", "full_steps", "backtracked",
                                          "refused", "backtracks_mean", "backtracks_max",
                                          "accepted_kl_max", "max_kl"], search)
+    (out / "tables.md").write_text(markdown(out))
     return [out / name for name in ("table1.csv", "per_task.csv", "reuse.csv",
-                                    "line_search.csv")] + draw(table1, reuse, out)
+                                    "line_search.csv", "tables.md")] + draw(table1, reuse, out)
+
+
+def markdown(out: Path) -> str:
+    """RESULTS.md's tables of the claims, rendered from the CSVs in out: Table 1, the raw scores
+    per task, batch reuse and TRPO's line search, separated by blank lines (tables.md)."""
+    def number(x: str) -> str:  # 1,234 and a true minus sign
+        return f"{float(x):,.0f}".replace("-", "−")
+
+    def figure(x: str, digits: str) -> str:
+        return format(float(x), digits).replace("-", "−")
+
+    note = {"no_clip": " (`ppo_kl.py --no-adaptive --beta-init 0`)",
+            "trpo": " (normalised with the PPO rows' constants)"}
+    tables = [["|setting|runs|score [95 %]|paper|", "|-|-|-|-|"]]
+    for r in read_rows(out / "table1.csv"):
+        interval = ("" if r["low"] == r["high"]
+                    else f" [{figure(r['low'], '.2f')}, {figure(r['high'], '.2f')}]")
+        diverged = f" ({r['diverged']} diverged)" if r["diverged"] not in ("", "0") else ""
+        paper = figure(r["paper"], ".2f") if r["paper"] else "—"
+        tables[-1].append(f"|{row_name(r['setting'])}{note.get(r['setting'], '')}|{r['runs']}"
+                          f"{diverged}|{figure(r['score'], '.2f')}{interval}|{paper}|")
+
+    per_task = read_rows(out / "per_task.csv")
+    tables.append(["|setting|" + "|".join(TABLE1_ENVS) + "|", "|-" * (len(TABLE1_ENVS) + 1) + "|"])
+    for r in per_task:
+        name = "random policy" if r["setting"] == "random" else row_name(r["setting"])
+        tables[-1].append(f"|{name}|" + "|".join("/".join(map(number, r[env].split("/")))
+                                                   if r[env] else "" for env in TABLE1_ENVS) + "|")
+
+    reuse = {(r["env"], r["variant"], r["epochs"]): r for r in read_rows(out / "reuse.csv")}
+    tables.append(["|task|K|score: clip ε = 0.2 / none|median exact KL: clip / none|"
+                   "median largest \\|r_t − 1\\|: clip / none|", "|-|-|-|-|-|"])
+    for env in (env for env in TABLE1_ENVS if env in REUSE_ENVS):
+        for k in REUSE_EPOCHS:
+            pair = [reuse.get((env, variant, str(k))) for variant in REUSE_VARIANTS]
+            cells = [" / ".join(render(r[column]) if r else "…" for r in pair)
+                     for column, render in (("score_mean", number),
+                                            ("kl_median", lambda x: figure(x, ".2g")),
+                                            ("ratio_dev_median", lambda x: figure(x, ".3g")))]
+            tables[-1].append(f"|{env}|{k}|" + "|".join(cells) + "|")
+
+    tables.append(["|task|runs|updates|full step accepted|backtracked (mean, max backtracks)|"
+                   "refused|largest accepted KL|δ|", "|-|-|-|-|-|-|-|-|"])
+    for r in read_rows(out / "line_search.csv"):
+        backtracked = f"{float(r['backtracked']):.1%}"
+        if r["backtracks_mean"]:
+            backtracked += f" ({float(r['backtracks_mean']):.1f}, {r['backtracks_max']})"
+        tables[-1].append(f"|{r['env']}|{r['runs']}|{r['updates']}|{float(r['full_steps']):.1%}|"
+                          f"{backtracked}|{float(r['refused']):.1%}|{r['accepted_kl_max']}|"
+                          f"{r['max_kl']}|")
+    return "\n\n".join("\n".join(table) for table in tables) + "\n"
 
 
 def row_name(setting: str) -> str:

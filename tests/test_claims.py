@@ -207,6 +207,21 @@ def test_summary_rebuilds_table1_from_the_runs(tmp_path):
     assert float(table["no_clip"]["score"]) == pytest.approx(0.75, abs=1e-3)
     assert table["clip_0.2"]["paper"] == "0.82" and table["clip_0.2"]["runs"] == "3"
     assert len(claims.read_rows(out / "runs.csv")) == 5
+    tables = (out / "tables.md").read_text().split("\n\n")
+    # one run per task: the bootstrap has nothing to resample, so no interval is shown
+    assert "|no clip or penalty (`ppo_kl.py --no-adaptive --beta-init 0`)|2|0.75|−0.39|" in tables[0]
+    assert "|clip ε = 0.2||10/20||||110||" in tables[1]  # raw scores, seeds separated by /
+
+
+def test_results_md_shows_the_committed_claims_tables():
+    """RESULTS.md's claims tables are plots/claims/tables.md, which is what markdown() renders
+    from the committed CSVs: runs merged into the CSVs cannot leave RESULTS.md behind."""
+    committed = REPO_ROOT / "plots" / "claims"
+    tables = (committed / "tables.md").read_text()
+    assert tables == claims.markdown(committed)
+    results = (REPO_ROOT / "RESULTS.md").read_text()
+    assert not [table.splitlines()[0] for table in tables.split("\n\n")
+                if table.strip() not in results]
 
 
 # --- the no-clip row: the article's L(θ), nothing else ---
