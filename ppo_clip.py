@@ -413,8 +413,9 @@ def train(args: Args) -> Path:
             b_obs = tensor(obs).reshape(batch_size, obs_dim)  # [T * N, obs_dim]
             b_actions = tensor(actions).reshape(batch_size, *action_shape)
             batch = tuple(tensor(x) for x in (obs, next_obs_true, rewards, terminations, dones))
+            scale = return_scale.std  # σ as this batch is valued: the critic gave b_values / σ
             b_advantages, b_returns, b_values = advantages_and_returns(  # each [T * N]
-                critic, batch, args.gamma, args.gae_lambda, return_scale.std)
+                critic, batch, args.gamma, args.gae_lambda, scale)
             return_scale.update(b_returns)  # only with --scale-value-targets
             with torch.no_grad():
                 old_dist = actor(b_obs)  # π_θ'(·|s_t), once per batch: the actor is still θ'
@@ -449,7 +450,7 @@ def train(args: Args) -> Path:
                     # step 4: regress V(s_t) toward the returns Â_t + V_old(s_t), in the
                     # critic's units (divided by σ with --scale-value-targets)
                     v_loss = value_loss(critic(mb_obs), b_returns[mb_inds] / return_scale.std,
-                                        b_values[mb_inds] / return_scale.std, args.vf_clip)
+                                        b_values[mb_inds] / scale, args.vf_clip)
 
                     # paper eq. 9: maximise L^CLIP - c_1 L^VF + c_2 S, negated for the optimizer
                     loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy

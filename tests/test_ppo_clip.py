@@ -375,3 +375,27 @@ def test_recompute_adv_reestimates_before_every_epoch_with_the_critic_as_it_is(m
     for before, after in zip(calls[:2], calls[1:3]):
         assert any(not torch.equal(b, a) for b, a in zip(before, after))
 
+
+
+@pytest.mark.parametrize("name", ["ppo_clip", "ppo_kl"])
+def test_value_clip_is_centred_on_the_critics_own_output_under_scaled_targets(monkeypatch,
+                                                                              tmp_path, name):
+    """--vf-clip with --scale-value-targets: V_old is what the critic gave before the update,
+    b_values divided by the σ they were valued with, not by σ updated with the batch's returns.
+    At each update's first minibatch the critic has not moved yet, so V_old equals V there."""
+    module = importlib.import_module(name)
+    calls = []
+    original = module.value_loss
+
+    def recording(newvalue, returns, old_values, vf_clip=None):
+        calls.append((newvalue.detach().clone(), old_values.clone()))
+        return original(newvalue, returns, old_values, vf_clip)
+
+    monkeypatch.setattr(module, "value_loss", recording)
+    module.train(module.Args(env_id="Pendulum-v1", total_timesteps=768, num_envs=1,
+                             num_steps=256, num_minibatches=2, update_epochs=2,
+                             scale_value_targets=True, vf_clip=0.2, runs_dir=str(tmp_path)))
+    firsts = calls[::4]  # 2 epochs of 2 minibatches an update, 3 updates
+    assert len(calls) == 12
+    for newvalue, old_values in firsts:
+        torch.testing.assert_close(old_values, newvalue, rtol=1e-5, atol=1e-5)
