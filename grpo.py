@@ -128,7 +128,7 @@ class Args:
     learning_rate: float = 1e-2
     """Adam step size of the actor"""
     anneal_lr: bool = True
-    """decay the learning rate linearly to 0 over the run's steps"""
+    """decay the learning rate linearly toward 0 over the run's steps"""
     num_minibatches: int = 1
     """minibatches of steps per epoch, at most N (G with --signal-only or --dynamic-sampling)"""
     update_epochs: int = 1

@@ -117,7 +117,7 @@ class Args:
     learning_rate: float = 2e-3
     """Adam step size for actor and critic; 3e-4 for MuJoCo"""
     anneal_lr: bool = True
-    """decay the learning rate linearly to 0 over the run"""
+    """decay the learning rate linearly toward 0: update i of n takes (n - i + 1)/n of it"""
     num_minibatches: int = 2
     """minibatches per epoch; must divide N * T"""
     update_epochs: int = 10

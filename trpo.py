@@ -125,7 +125,7 @@ class Args:
     learning_rate: float = 1e-3
     """Adam step size of the critic (the actor's step is set by max_kl)"""
     anneal_lr: bool = True
-    """decay the critic's learning rate linearly to 0 over the run"""
+    """decay the critic's learning rate linearly toward 0: update i of n takes (n - i + 1)/n"""
     num_minibatches: int = 4
     """minibatches per critic epoch; must divide N * T"""
     update_epochs: int = 20

@@ -118,7 +118,7 @@ class Args:
     vf_learning_rate: float = 1e-3
     """Adam step size of the critic"""
     anneal_lr: bool = True
-    """decay both learning rates linearly to 0 over the run"""
+    """decay both learning rates linearly toward 0: update i of n takes (n - i + 1)/n of them"""
     num_minibatches: int = 1
     """minibatches per critic epoch; must divide N * T"""
     update_epochs: int = 10
