@@ -16,7 +16,7 @@ A group is G episodes from one start state, the analogue of G responses to one p
 envs are reset with seed_p, drawn from the run's own generator, and every episode runs to its
 end. Its raw undiscounted return R_i is episode i's outcome reward: no critic, no GAE.
 No signal, no step: a group whose R_i are all equal has every Â_i = 0 and adds nothing to ∇_θ of
-eq. 3 (β = 0); a batch of such groups alone gives no step, which Adam's momentum would still take.
+eq. 3 but its KL term's; a batch of such groups alone gives no step (whatever β): θ and Adam stay.
 One step per batch, as in the paper: r_t = 1 where the gradient is taken, so the clip acts only
 with --update-epochs or --num-minibatches above 1; many steps on one batch fit the noise of one
 outcome per episode, and a solved CartPole falls again (RESULTS.md).
@@ -105,7 +105,8 @@ class Args:
     group_size: int = 8
     """G: episodes from each start state (the paper's G outputs per question); at least 2"""
     max_episode_steps: int | None = None
-    """end every episode after this many steps (T); None: the env's own time limit"""
+    """T: end every episode after this many steps, if the env's own time limit has not ended it
+    first; None: T is the env's limit"""
     dynamic_sampling: bool = False
     """DAPO's dynamic sampling (arXiv:2503.14476 §3.2): draw rounds of P groups, keeping those
     with signal, until P are kept; every drawn episode's steps count"""
@@ -489,8 +490,9 @@ def train(args: Args) -> Path:
             #     Next; arXiv:2402.03300 §4.1.2] ---
             zero_signal = 1.0 - with_signal / drawn  # of the groups drawn
             if not with_signal:
-                # no group carries signal: every Â_i = 0, so the objective's gradient is 0 (at
-                # β = 0) and a step would only replay Adam's momentum; θ and Adam stay as they are
+                # no group carries signal: every Â_i = 0, so the objective's gradient is the KL
+                # and entropy terms' alone (0 at β = 0 and --ent-coef 0), which move θ without
+                # the task's say, and a step would replay Adam's momentum; θ and Adam stay
                 with torch.no_grad():  # the log's entropy and KL to π_ref, on the last round
                     last_obs = tensor(obs[:rows][real[:rows]])
                     last_actions = tensor(actions[:rows][real[:rows]])

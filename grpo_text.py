@@ -160,7 +160,8 @@ class Args:
     learning_rate: float = 3e-4
     """Adam step size of stage 2 (actor, and critic with --advantage critic)"""
     num_minibatches: int = 1
-    """minibatches of answers per epoch, at most N"""
+    """minibatches of answers per epoch, at most N; at most G where one group may be the batch
+    (--signal-only with --advantage group, or --dynamic-sampling)"""
     update_epochs: int = 2
     """passes over each batch (the paper's μ, 1 there)"""
     max_grad_norm: float = 1.0
@@ -752,9 +753,14 @@ def check_args(args: Args) -> None:
                        f"{args.sft_examples}, must leave them inside the {pairs} prompts of "
                        f"--num-digits {args.num_digits} (twice with --sft-to-plateau: "
                        "held-out and validation prompts)")
-    if args.num_minibatches > args.num_answers:
-        raise BadInput(f"--num-minibatches {args.num_minibatches}: must be at most "
-                       f"num_prompts * group_size = {args.num_answers} answers")
+    # --signal-only with the group advantages, or --dynamic-sampling, may keep one group alone:
+    # no minibatch is empty
+    one_group = args.dynamic_sampling or (args.signal_only and args.advantage == "group")
+    smallest, what = ((args.group_size, "group_size") if one_group
+                      else (args.num_answers, "num_prompts * group_size"))
+    if args.num_minibatches > smallest:
+        raise BadInput(f"--num-minibatches {args.num_minibatches}: must be at most the smallest "
+                       f"batch, {what} = {smallest} answers")
 
 
 class RunLog:

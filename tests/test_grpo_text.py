@@ -426,10 +426,22 @@ def test_default_run_ends_by_printing_accuracy_before_and_after(run_cli):
     pytest.param(["--sft-steps", "-1"], "--sft-steps -1", id="sft-steps-negative"),
     pytest.param(["--num-prompts", "1", "--group-size", "2", "--num-minibatches", "3"],
                  "--num-minibatches 3", id="more-minibatches-than-answers"),
+    pytest.param(["--num-minibatches", "9"], "--num-minibatches 9",
+                 id="more-minibatches-than-one-group"),  # --signal-only keeps 1 group of 8
+    pytest.param(["--advantage", "critic", "--dynamic-sampling", "--num-minibatches", "9"],
+                 "--num-minibatches 9", id="more-minibatches-than-one-sampled-group"),
     pytest.param(["--clip-coef-high", "0"], "--clip-coef-high 0", id="clip-coef-high-0"),
 ])
 def test_bad_flag_exits_2_with_one_line(assert_bad_flag, argv, mention):
     assert_bad_flag("grpo_text.py", argv, mention)
+
+
+@pytest.mark.parametrize("flags", [dict(advantage="critic"), dict(advantage="batch"),
+                                   dict(signal_only=False)])
+def test_minibatches_up_to_the_whole_batch_where_every_answer_is_kept(flags):
+    """Without --dynamic-sampling, a critic, the batch-mean baseline (one group: the batch) and
+    --no-signal-only keep all N = 256 answers or none, so 9 to 256 minibatches are allowed."""
+    grpo_text.check_args(grpo_text.Args(num_minibatches=256, **flags))
 
 
 def test_lines_fit_in_100_characters():
