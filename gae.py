@@ -49,11 +49,12 @@ Examples:
         --bias-against advantage --csv-path /tmp/gae.csv --plot-path /tmp/gae.png
 """
 
+import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 import numpy as np
 import torch
@@ -61,6 +62,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt
+from matplotlib.backend_bases import FigureCanvasBase
 import tyro
 
 
@@ -105,7 +107,7 @@ class Args:
     """bias against Q^pi(s,a) - V(s), V the critic (the mean at lambda 1), or A^pi; see the top"""
 
 
-def fail(message: str, status: int = 2) -> None:
+def fail(message: str, status: int = 2) -> NoReturn:
     """End the program with one line on stderr, no traceback."""
     print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
     raise SystemExit(status)
@@ -113,6 +115,8 @@ def fail(message: str, status: int = 2) -> None:
 
 def check_args(args: Args) -> None:
     """Every rule on the flags, before anything is built."""
+    if not 0 <= args.seed < 2**32:
+        fail(f"--seed {args.seed}: must lie in [0, 2^32)")
     for name in ("num_states", "num_actions", "num_envs", "num_steps", "num_batches"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} {getattr(args, name)}: must be a positive integer")
@@ -120,14 +124,14 @@ def check_args(args: Args) -> None:
         fail(f"--gamma {args.gamma}: must lie in (0, 1]")
     if not 0 < args.term_prob <= 1:
         fail(f"--term-prob {args.term_prob}: must lie in (0, 1] so that every episode ends")
-    if not args.concentration > 0:
-        fail(f"--concentration {args.concentration}: must be positive")
+    if not 0 < args.concentration < math.inf:
+        fail(f"--concentration {args.concentration}: must be positive and finite")
     if not args.gae_lambda or not all(0 <= lam <= 1 for lam in args.gae_lambda):
         fail(f"--gae-lambda {' '.join(map(str, args.gae_lambda))}: give one or more values, "
              "each in [0, 1]")
-    if not args.critic_noise or not all(noise >= 0 for noise in args.critic_noise):
+    if not args.critic_noise or not all(0 <= noise < math.inf for noise in args.critic_noise):
         fail(f"--critic-noise {' '.join(map(str, args.critic_noise))}: give one or more "
-             "values, each non-negative")
+             "values, each non-negative and finite")
 
 
 def check_output_path(flag: str, path: Path) -> None:
@@ -140,6 +144,10 @@ def check_output_path(flag: str, path: Path) -> None:
              f"({error.strerror or error})")
     if path.is_dir():
         fail(f"{flag} {path}: is a folder; give a file name")
+    formats = FigureCanvasBase.get_supported_filetypes()  # what savefig can write
+    if flag == "--plot-path" and path.suffix[1:].lower() not in formats:
+        fail(f"{flag} {path}: give a file name ending in one of "
+             f"{', '.join('.' + name for name in sorted(formats))}")
     if not os.access(path if path.exists() else path.parent, os.W_OK):
         fail(f"{flag} {path}: not writable")
 

@@ -154,7 +154,8 @@ class Args:
     norm_adv: bool = True
     """critic: normalise the batch's advantages to mean 0 and std 1, the group's own scale"""
     vf_coef: float = 0.5
-    """critic: weight c_1 of the value loss in the joint loss (arXiv:1707.06347 eq. 9)"""
+    """critic: weight of the value loss ½(V - R)² in the joint loss; arXiv:1707.06347's c_1
+    (eq. 9) weights (V - R)², so c_1 = vf_coef / 2"""
 
     # --- optimisation ---
     learning_rate: float = 3e-4

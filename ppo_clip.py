@@ -126,7 +126,8 @@ class Args:
     """clip the global gradient norm of both networks to this value; None: no clipping, as in
     OpenAI baselines' ppo1 (the PPO paper's code)"""
     vf_coef: float = 0.5
-    """weight c_1 of the value loss in the joint loss (paper eq. 9)"""
+    """weight of the value loss ½(V - R)² in the joint loss; the paper's c_1 (eq. 9) weights
+    (V - R)², so c_1 = vf_coef / 2"""
     vf_clip: float | None = None
     """optional: clip the value update to [V_old - c, V_old + c]; the OpenAI baselines use 0.2"""
     ent_coef: float = 0.0

@@ -260,7 +260,8 @@ def baseline_advantages(rewards: torch.Tensor, terminations: torch.Tensor,
 
     There is no critic here, so nothing can stand in for rewards the rollout has not seen yet:
     a step whose episode the rollout's end cut off gets Â_t = 0 (no weight), and b is the mean
-    over the other steps. Use rollouts much longer than an episode (see the README)."""
+    over the other steps. That leans toward episodes that end soon (a long one is the likelier
+    to be cut), the less so the longer the rollout: use rollouts much longer than an episode."""
     zeros = torch.zeros_like(rewards)
     # G_t = Σ_l γ^l r_{t+l}, GAE's sum at V = 0, λ = 1  [From Baseline to Advantage]
     returns_to_go = compute_gae(rewards, zeros, zeros, terminations, dones, gamma, 1.0)

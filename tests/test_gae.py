@@ -2,6 +2,7 @@
 term by term, the exact V^pi and Q^pi against Monte-Carlo averages, and the bias and variance
 of A_hat against what the article [From Baseline to Advantage, reference 1] says of lambda."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -217,6 +218,9 @@ def run_gae(cwd: Path, *flags: str) -> subprocess.CompletedProcess:
     (["--gamma", "0"], "--gamma"),
     (["--num-envs", "0"], "--num-envs"),
     (["--csv-path", "/proc/x/a.csv"], "--csv-path /proc/x/a.csv"),
+    (["--seed", "-1"], "--seed -1"),
+    (["--plot-path", "figure.xyz"], "--plot-path figure.xyz"),
+    (["--plot-path", "figure"], "--plot-path figure"),  # savefig would add .png unannounced
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, flags, named):
     """Bad flags, and an output path that cannot be written, end at once: one line, no
@@ -268,7 +272,8 @@ def test_default_paths_leave_the_committed_figure_and_table_alone(tmp_path):
 
 @pytest.mark.parametrize("change", [dict(term_prob=0.0), dict(gamma=1.5), dict(gae_lambda=()),
                                     dict(critic_noise=(0.0, -1.0)), dict(num_steps=-3),
-                                    dict(concentration=0.0)])
+                                    dict(concentration=0.0), dict(concentration=math.inf),
+                                    dict(critic_noise=(1.0, math.inf)), dict(seed=2**32)])
 def test_check_args_refuses(change, capsys):
     with pytest.raises(SystemExit) as exit_info:
         gae.check_args(gae.Args(**change))
