@@ -150,7 +150,8 @@ class Args:
     clip_coef_high: float | None = None
     """ε_high, DAPO's clip-higher (arXiv:2503.14476 §3.1; 0.28): r_t in [1 - ε, 1 + ε_high]"""
     target_kl: float | None = None
-    """optional early stop: end an update's epochs once its exact KL exceeds this"""
+    """optional early stop: end an update's epochs once its exact KL, measured after each
+    epoch, exceeds this"""
 
     # --- GRPO's KL penalty [arXiv:2402.03300 eqs. 3-4, §4.1.4] ---
     beta: float = 0.0

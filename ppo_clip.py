@@ -141,8 +141,8 @@ class Args:
     clip_coef: float = 0.2
     """ε in L^CLIP: r_t is clipped to [1 - ε, 1 + ε]; the paper tries 0.1 to 0.3"""
     target_kl: float | None = None
-    """optional early stop: end an update's epochs once its exact KL exceeds this (a cap, not
-    ppo_kl's --kl-target, which β steers toward)"""
+    """optional early stop: end an update's epochs once its exact KL, measured after each
+    epoch, exceeds this, so the logged kl may pass it (not ppo_kl's --kl-target, β's aim)"""
 
 
 def make_env(env_id: str, idx: int, capture_video: bool, run_dir: Path, gamma: float,
@@ -461,6 +461,7 @@ def train(args: Args) -> Path:
                         # not in the article: global gradient-norm clipping (OpenAI baselines)
                         nn.utils.clip_grad_norm_(params, args.max_grad_norm)
                     optimizer.step()
+                    # the share of r_t outside [1 - ε, 1 + ε], whatever Â_t's sign (baselines')
                     clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
                     stats.append(torch.stack([pg_loss, v_loss, entropy, clipfrac]).detach())
 
