@@ -98,9 +98,10 @@ def test_surrogate_gradient_equals_policy_gradient_at_theta_old(make_actor, head
         return torch.autograd.grad(objective_of_logprob(actor(obs).log_prob(actions)), params)
 
     policy_gradient = gradient(lambda logprob: (logprob * advantages).mean())
-    surrogate = gradient(lambda logprob: ((logprob - old_logprob).exp() * advantages).mean())
-    clipped = gradient(
-        lambda logprob: -clipped_surrogate_loss((logprob - old_logprob).exp(), advantages, 0.2))
+    surrogate = gradient(
+        lambda logprob: (ppo_clip.probability_ratio(logprob, old_logprob) * advantages).mean())
+    clipped = gradient(lambda logprob: -clipped_surrogate_loss(
+        ppo_clip.probability_ratio(logprob, old_logprob), advantages, 0.2))
     assert any(g.abs().max() > 0 for g in policy_gradient)
     for expected, surrogate_grad, clipped_grad in zip(policy_gradient, surrogate, clipped):
         torch.testing.assert_close(surrogate_grad, expected)
@@ -124,8 +125,8 @@ def test_surrogate_gradient_is_the_ratio_weighted_policy_gradient_away_from_thet
                              dtype=torch.float64)
     clip_coef = 0.2
 
-    def ratio_of(dist):
-        return (dist.log_prob(actions) - old_logprob).exp()
+    def ratio_of(dist):  # the code's r_t, whose gradient is under test
+        return ppo_clip.probability_ratio(dist.log_prob(actions), old_logprob)
 
     def gradient_of(objective_of_dist):  # d objective / d theta, theta every actor parameter
         f, theta = of_flat_parameters(actor, obs, lambda _, dist: objective_of_dist(dist))

@@ -61,7 +61,7 @@ def test_beta_zero_gives_exactly_the_gradient_of_the_plain_surrogate(make_actor,
 
     def gradient(loss_of_ratio_and_dist):
         dist = actor(obs)
-        ratio = (dist.log_prob(actions) - old_dist.log_prob(actions)).exp()
+        ratio = ppo_kl.probability_ratio(dist.log_prob(actions), old_dist.log_prob(actions))
         return torch.autograd.grad(loss_of_ratio_and_dist(ratio, dist), params)
 
     plain = gradient(lambda ratio, dist: -(ratio * advantages).mean())
