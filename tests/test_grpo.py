@@ -641,3 +641,26 @@ def test_dynamic_sampling_keeps_signal_groups_up_to_the_cap(scripted, monkeypatc
         advantages = next(taken)
         assert torch.all(advantages != 0)  # no zero-signal group was kept
         assert len(advantages) == 8 or groups_drawn == 6
+
+
+def test_dynamic_sampling_stops_at_p_groups_when_a_round_brings_more(scripted, monkeypatch,
+                                                                     tmp_path, read_csv):
+    """P = 2. Round 1: only its first group carries signal (kept); round 2: both do, but one
+    place is left, so its first group is kept and its second dropped: 2 groups drawn twice and
+    a batch of exactly P·G = 8 episodes, all with signal."""
+    scripted(lambda seed, episode: episode < 4 or 8 <= episode < 16)
+    batches = []
+    loss = grpo.grpo_loss
+
+    def recording_loss(ratio, advantages, *rest):
+        batches.append(advantages.detach().clone())
+        return loss(ratio, advantages, *rest)
+
+    monkeypatch.setattr(grpo, "grpo_loss", recording_loss)
+    args = grpo.Args(env_id="ScriptedReward-v0", num_groups=2, group_size=4, update_epochs=1,
+                     num_minibatches=1, total_timesteps=16, dynamic_sampling=True, max_draws=3,
+                     runs_dir=str(tmp_path))
+    updates = read_csv(grpo.train(args) / "updates.csv")
+    assert updates["groups_drawn"].tolist() == [4]
+    (advantages,) = batches
+    assert len(advantages) == 8 and torch.all(advantages != 0)
