@@ -12,15 +12,15 @@ total_timesteps // (num_envs * num_steps) from that config.json; a later call sk
 unfinished folder (stopped, failed, or still running elsewhere) is left in place, never
 deleted, and the run starts again in a new folder; the summary reads finished folders only.
 
-Summary (at the end, or alone with --summary-only) into --out-dir, runs/benchmark/summary
-unless given. It merges two sources, one run per (script, env, seed): the copies already in
-<out-dir>/data (for --out-dir plots, the committed results), then every finished run in
---runs-dir, oldest first, so that the newest finished run replaces the copy of its (script,
-env, seed); nothing else in <out-dir> is removed, so a table regenerated with the same budgets
-never loses a row. --scripts/--envs/--seeds do not select here. From either source, a run of a
-grid (script, env) counts only if its config agrees with GRID's command as above (with the
-budget of --total-timesteps, if given), so that runs made with other flags are left out, with
-a warning (a copy left out stays in data/):
+Summary (at the end, or alone with --summary-only) into --out-dir, <runs-dir>/summary unless
+given (--runs-dir: runs/benchmark for this grid). It merges two sources, one run per (script,
+env, seed): the copies already in <out-dir>/data (for --out-dir plots, the committed results),
+then every finished run in --runs-dir, oldest first, so that the newest finished run replaces
+the copy of its (script, env, seed); nothing else in <out-dir> is removed, so a table
+regenerated with the same budgets never loses a row. --scripts/--envs/--seeds do not select
+here. From either source, a run of a grid (script, env) counts only if its config agrees with
+GRID's command as above (with the budget of --total-timesteps, if given), so that runs made
+with other flags are left out, with a warning (a copy left out stays in data/):
     <out-dir>/results.csv    script,env,steps,seeds,mean,std,min,max,iqm,iqm_low,iqm_high,
                              steps_to_threshold,sps
         mean, std (n - 1; empty for one seed), min, max: over seeds, of each run's mean return
@@ -46,6 +46,7 @@ Examples:
     python plots/benchmark.py --dry-run | parallel -j 8  # or: while read -r c; do
                                                          #   sbatch --wrap "$c"; done
     python plots/benchmark.py --summary-only             # into runs/benchmark/summary
+    python plots/benchmark.py --grid table1 --jobs 1     # runs in runs/claims
     python plots/benchmark.py --envs CartPole-v1 --scripts ppo_clip --seeds 1 \\
         --total-timesteps 4096                           # a quick check, same folder
 """
@@ -156,17 +157,23 @@ class Args:
     total_timesteps: int | None = None
     """override every run's budget of environment steps (for quick checks); the summary then
     reads the runs of this budget"""
-    runs_dir: Path = Path("runs/benchmark")
-    """folder of the run folders, shared by every run of the grid"""
-    out_dir: Path = Path("runs/benchmark/summary")
+    runs_dir: Path | None = None
+    """folder of the run folders, shared by every run of the grid; None: the grid's own,
+    GRID_RUNS_DIR (table1 and reuse share runs/claims), so that no summary reads another
+    grid's runs"""
+    out_dir: Path | None = None
     """where results.csv, data/ and the figures go, merged with the copies already in data/;
-    the committed results only with --out-dir plots"""
+    None: <runs-dir>/summary; the committed results only with --out-dir plots"""
     jobs: int = 2
     """runs at a time, each one process with one thread"""
     dry_run: bool = False
     """print the commands of the unfinished runs, one shell line each, and run nothing"""
     summary_only: bool = False
     """run nothing: summarise the finished runs of --runs-dir"""
+
+
+GRID_RUNS_DIR = {"benchmark": Path("runs/benchmark"), "table1": Path("runs/claims"),
+                 "reuse": Path("runs/claims"), "grpo": Path("runs/grpo")}
 
 
 class Cell(NamedTuple):
@@ -493,23 +500,37 @@ def in_plots(folder: Path) -> bool:
 
 def main(args: Args) -> None:
     """Check the flags, then dry-run, run and summarise, or only summarise."""
+    runs_dir, out_given = args.runs_dir or GRID_RUNS_DIR[args.grid], args.out_dir is not None
+    args = dataclasses.replace(args, runs_dir=runs_dir,
+                               out_dir=args.out_dir or runs_dir / "summary")
     for name, chosen, allowed in (("scripts", args.scripts, NAMES),
                                   ("envs", args.envs or (), grid_envs(args.grid))):
         unknown = [x for x in chosen if x not in allowed]
         if unknown:
             fail(f"--{name} {' '.join(unknown)}: not in the grid ({', '.join(allowed)})")
+    for name, chosen in (("scripts", args.scripts), ("envs", args.envs or ()),
+                         ("seeds", args.seeds or ())):
+        if len(set(chosen)) < len(chosen):
+            fail(f"--{name} {' '.join(map(str, chosen))}: each at most once")
+    if not all(0 <= seed < 2**32 for seed in args.seeds or ()):
+        fail(f"--seeds {' '.join(map(str, args.seeds))}: each must lie in [0, 2^32)")
+    if args.dry_run and args.summary_only:
+        fail("--dry-run with --summary-only: the one prints the runs' commands and writes "
+             "nothing, the other writes the summary; give one of them")
     if args.jobs < 1:
         fail(f"--jobs {args.jobs}: must be a positive integer")
     if args.total_timesteps is not None and args.total_timesteps < 1:
         fail(f"--total-timesteps {args.total_timesteps}: must be a positive integer")
-    if args.total_timesteps is not None and in_plots(args.out_dir) and not args.dry_run:
+    if args.total_timesteps is not None and in_plots(args.out_dir):
         fail(f"--total-timesteps {args.total_timesteps} with --out-dir {args.out_dir}: the "
              "committed results there are the grid's full budgets; give a quick check "
-             "another --out-dir (runs/benchmark/summary if none is given)")
+             "another --out-dir (<runs-dir>/summary if none is given)")
     if not args.dry_run:  # the folders first: a bad one costs one line, not the runs
-        writable_folder("--out-dir", args.out_dir)
-        if not args.summary_only:
-            writable_folder("--runs-dir", args.runs_dir)
+        folders = [("--out-dir", args.out_dir)]
+        if not args.summary_only:  # --runs-dir first where the --out-dir is its summary/
+            folders.insert(len(folders) if out_given else 0, ("--runs-dir", args.runs_dir))
+        for flag, folder in folders:
+            writable_folder(flag, folder)
     if args.summary_only:
         summarise_grid(args)
         return

@@ -26,6 +26,7 @@ the same (setting, env, seed), so that a summary of a partial runs folder never 
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -132,10 +133,16 @@ def table1_scores(scores: dict[tuple[str, str], list[float]], random: dict[str, 
     Per env the best of `settings` (its mean over its seeds) scores 1: a setting outside them
     (trpo) is normalised with the same constants. A setting's figure is the mean of all its
     normalised runs; its 95 % interval the percentile bootstrap that resamples, `resamples`
-    times, the seeds within each env, with replacement, the constants held fixed."""
+    times, the seeds within each env, with replacement, the constants held fixed. An env whose
+    best is not above the random policy has no scale and is left out, with a warning."""
     envs = sorted({env for _, env in scores})
     best = {env: max(np.mean(scores[s, env]) for s in settings if (s, env) in scores)
             for env in envs if any((s, env) in scores for s in settings)}
+    for env in [env for env in best if best[env] <= random[env]]:
+        # 0 and 1 would meet or swap places: the task has no scale yet, so it is left out
+        print(f"claims: {env} left out of Table 1: its best setting so far, {best[env]:.6g}, "
+              f"is not above the random policy's {random[env]:.6g}", file=sys.stderr)
+        del best[env]
     rng = np.random.default_rng(rng_seed)
     table = {}
     for setting in dict.fromkeys(s for s, _ in scores):
@@ -200,12 +207,14 @@ def compact_run(setting: str, env_id: str, seed: int, run_dir: Path
     row = {"setting": setting, "env": env_id, "seed": str(seed),
            "script": setting_command(setting)[0], "steps": str(config.get("steps_run", "")),
            "diverged_at": str(config.get("diverged") or ""),
-           "episodes": str(len(returns)), "score": f"{run_score(returns):.6g}",
-           "kl_median": f"{np.median(kl):.6g}", "kl_max": f"{kl.max():.6g}"}
-    if "max_ratio_dev" in updates:
+           "episodes": str(len(returns)),
+           "score": f"{run_score(returns):.6g}" if len(returns) else ""}
+    if len(kl):  # none where the run stopped on a non-finite loss at its first update
+        row.update(kl_median=f"{np.median(kl):.6g}", kl_max=f"{kl.max():.6g}")
+    if "max_ratio_dev" in updates and len(kl):
         dev = updates["max_ratio_dev"]
         row.update(ratio_dev_median=f"{np.median(dev):.6g}", ratio_dev_max=f"{dev.max():.6g}")
-    if "accepted" in updates:
+    if "accepted" in updates and len(kl):
         accepted, k = updates["accepted"] == 1, updates["backtracks"]
         back = accepted & (k > 0)
         row.update(updates=str(len(k)), full_steps=str(int((accepted & (k == 0)).sum())),
@@ -270,7 +279,7 @@ def write_tables(rows: list[dict[str, str]], random: dict[str, float], out: Path
     two figures."""
     scores: dict[tuple[str, str], list[float]] = {}
     for r in rows:
-        if r["setting"] in SETTINGS:
+        if r["setting"] in SETTINGS and r["score"]:  # no score: no episode ended
             scores.setdefault((r["setting"], r["env"]), []).append(float(r["score"]))
     table = table1_scores(scores, random)
     diverged = {s: sum(1 for r in rows if r["setting"] == s and r["diverged_at"])
@@ -292,7 +301,8 @@ def write_tables(rows: list[dict[str, str]], random: dict[str, float], out: Path
         for variant in REUSE_VARIANTS:
             for k in REUSE_EPOCHS:
                 runs = [r for r in rows if r["env"] == env
-                        and r["setting"] == reuse_setting(variant, k)]
+                        and r["setting"] == reuse_setting(variant, k)
+                        and all(r[c] for c in ("score", "kl_median", "ratio_dev_median"))]
                 if runs:
                     column = {c: np.array([float(r[c]) for r in runs])
                               for c in ("score", "kl_median", "ratio_dev_median")}

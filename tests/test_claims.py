@@ -45,6 +45,16 @@ def test_normalisation_against_hand_values():
     assert [table[s][3] for s in "ABT"] == [4, 4, 4]
 
 
+def test_a_task_whose_best_is_not_above_random_is_left_out(capsys):
+    """On e3 the best PPO setting (A, -50) is below the random policy (-40): normalised, B's
+    worse runs would score above A's. The task is left out of every figure, with a warning."""
+    scores = {**SCORES, ("A", "e3"): [-50.0], ("B", "e3"): [-65.0], ("T", "e3"): [-60.0]}
+    table = claims.table1_scores(scores, {**RANDOM, "e3": -40.0}, settings=("A", "B"))
+    expected = claims.table1_scores(SCORES, RANDOM, settings=("A", "B"))
+    assert table == expected
+    assert "e3 left out of Table 1" in capsys.readouterr().err
+
+
 def test_bootstrap_resamples_seeds_within_each_task():
     """A's e2 runs are equal, so only e1's pair varies: resampled, it averages to 1/3, 1/2 or
     2/3 with chances 1/4, 1/2, 1/4, and A's figure to 2/3, 3/4 or 5/6. Each extreme has chance
@@ -168,6 +178,22 @@ def test_compact_run_keeps_the_raw_score_and_bins(tmp_path):
         inside = [r for s, r in zip(steps, returns) if end - claims.BIN < s <= end]
         assert n == len(inside) and mean == pytest.approx(sum(inside) / len(inside))
     assert curve[-1][0] == 1_000_000
+
+
+def test_a_run_stopped_at_its_first_update_is_summarised(tmp_path):
+    """A run whose first update had a non-finite loss: updates.csv holds its header alone. Its
+    row keeps the score of the episodes that ended, with no KL, and the summary goes on."""
+    run = fake_run(tmp_path / "run", np.full(3, 7.0), np.arange(1, 4), {"kl": []},
+                   {"steps_run": 2048, "diverged": 1})
+    row, _ = claims.compact_run("no_clip", "Hopper-v5", 1, run)
+    assert (float(row["score"]), row["kl_median"], row["diverged_at"]) == (7.0, "", "1")
+    out = tmp_path / "claims"
+    out.mkdir()
+    (out / "random.csv").write_text("env,episodes,mean_return,std\n" + "".join(
+        f"{env},100,0,1\n" for env in claims.TABLE1_ENVS))
+    claims.summarise({("no_clip", "Hopper-v5", 1): run}, out)
+    (table,) = claims.read_rows(out / "table1.csv")
+    assert (table["setting"], table["runs"], table["diverged"]) == ("no_clip", "1", "1")
 
 
 def test_compact_run_counts_the_line_search(tmp_path):

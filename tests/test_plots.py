@@ -396,6 +396,27 @@ def test_unknown_script_exits_2(run_script, assert_clean_error):
     assert "--scripts a2c" in line
 
 
+@pytest.mark.parametrize("argv, mention", [
+    (["--seeds", "1", "1"], "--seeds 1 1: each at most once"),
+    (["--seeds", "-1"], "--seeds -1: each must lie in [0, 2^32)"),
+    (["--summary-only"], "--dry-run with --summary-only"),  # it would write a summary
+])
+def test_bad_grid_flags_exit_2_before_anything(run_script, assert_clean_error, tmp_path, argv,
+                                               mention):
+    line = assert_clean_error(run_script(BENCHMARK, "--dry-run", *argv))
+    assert mention in line and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("grid, folder", [("benchmark", "benchmark"), ("table1", "claims"),
+                                          ("reuse", "claims"), ("grpo", "grpo")])
+def test_each_grid_keeps_its_runs_in_a_folder_of_its_own(run_script, tmp_path, grid, folder):
+    """table1 and reuse share runs (K = 10 is Table 1's); no other two grids do, so that one
+    grid's summary never reads another's runs as rows of its own."""
+    lines = dry_run(run_script, "--grid", grid, "--seeds", 1)
+    assert lines and all(shlex.split(line)[-2:] == ["--runs-dir", str(tmp_path / "runs" / folder)]
+                         for line in lines)
+
+
 def test_every_command_of_the_grid_parses_and_passes_check_args(monkeypatch, tmp_path):
     """Each distinct (script, env) command line is valid for its script's Args and check_args."""
     monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the cwd
