@@ -7,10 +7,11 @@ grid, its budgets and the continuous-control flags are GRID and CONTINUOUS_FLAGS
 Resuming: a run of the grid is finished when a folder in --runs-dir has a config.json that
 agrees with its command (every field of the script's Args that the command line gives, the
 defaults included; a field the config does not record counts as the default; where the run
-folders go, model saving and videos aside) and an updates.csv with one row per iteration,
-total_timesteps // (num_envs * num_steps) from that config.json; a later call skips it. An
-unfinished folder (stopped, failed, or still running elsewhere) is left in place, never
-deleted, and the run starts again in a new folder; the summary reads finished folders only.
+folders go, model saving and videos aside) and says "finished": true, or "diverged" (a run
+stopped by a non-finite loss is a result, its rows up to the stop; older configs without either:
+an updates.csv with one row per iteration); a later call skips it. An unfinished folder
+(stopped, failed, or still running elsewhere) is left in place, never deleted, and the run
+starts again in a new folder; the summary reads finished folders only.
 
 Summary (at the end, or alone with --summary-only) into --out-dir, <runs-dir>/summary unless
 given (--runs-dir: runs/benchmark for this grid). It merges two sources, one run per (script,
