@@ -4,8 +4,10 @@ the figure.
 
 For each method of METHODS and each seed, `python grpo_text.py --advantage <method> --seed
 <seed> --num-digits <digits>` runs into <runs-dir>/add<digits>/, one run at a time; a finished
-run already there (config.json says finished) is read instead. The control, SFT alone to its
-plateau (--sft-to-plateau), runs beside them with the same seeds.
+run already there is read instead, if its config.json agrees with that command (--flags
+included). The control, SFT alone to its plateau (--sft-to-plateau), runs beside them with the
+same seeds. Bad flags, a failed run, or no run to read end with one line and status 2 (a failed
+run: its own status), before anything is written.
 
 Written: <out>.csv, one row per method (held-out greedy accuracy after SFT and after the run for
 each seed, their mean, iterations to 80 % for each seed, seconds per iteration, the share of
@@ -19,12 +21,16 @@ sampled answers (mean and min-max band over the seeds) and the zero-signal share
 """
 
 import csv
+import dataclasses
+import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import matplotlib
 
@@ -71,12 +77,48 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
     return {name: np.array([float(row[i]) for row in rows]) for i, name in enumerate(header)}
 
 
-def finished_run(folder: Path, exp_name: str, seed: int) -> Path | None:
-    """The newest finished run folder of (exp_name, seed) under folder, or None."""
+def fail(message: str) -> NoReturn:
+    print(f"plots/grpo_text.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def load_script():
+    """grpo_text.py of the repository root (this file has the same name), for its Args."""
+    spec = importlib.util.spec_from_file_location("grpo_text_script", REPO / "grpo_text.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SCRIPT = load_script()
+NOT_COMPARED = {"runs_dir", "exp_name", "save_model"}  # where a run goes, not what it is
+
+
+def expected_config(argv: list[str]) -> dict:
+    """The config.json fields a run of `grpo_text.py argv` records, its flags checked first."""
+    try:
+        args = tyro.cli(SCRIPT.Args, args=argv)
+        SCRIPT.check_args(args)
+    except SystemExit:  # tyro has printed what it refused
+        fail(f"grpo_text.py {shlex.join(argv)}: refused (above)")
+    except SCRIPT.BadInput as error:
+        fail(f"grpo_text.py {shlex.join(argv)}: {error}")
+    config = json.loads(json.dumps(dataclasses.asdict(args)))  # tuples as JSON lists
+    # the control fine-tunes in chunks to its plateau: --sft-steps plays no part there
+    ignored = NOT_COMPARED | ({"sft_steps"} if args.sft_to_plateau else set())
+    return {k: v for k, v in config.items() if k not in ignored}
+
+
+def finished_run(folder: Path, exp_name: str, seed: int, expected: dict) -> Path | None:
+    """The newest finished run folder of (exp_name, seed) under folder whose config agrees with
+    the expected one, or None."""
     found = []
     for run_dir in folder.glob(f"add*__{exp_name}__{seed}__*"):
         config_path = run_dir / "config.json"
-        if config_path.exists() and json.loads(config_path.read_text()).get("finished"):
+        if not config_path.exists():
+            continue
+        config = json.loads(config_path.read_text())
+        if config.get("finished") and all(config.get(k) == v for k, v in expected.items()):
             found.append(run_dir)
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
 
@@ -84,14 +126,19 @@ def finished_run(folder: Path, exp_name: str, seed: int) -> Path | None:
 def get_run(args: Args, exp_name: str, seed: int, flags: list[str]) -> Path | None:
     """Read the finished run, or with --run make it (one process, one torch thread)."""
     folder = args.runs_dir / f"add{args.num_digits}"
-    run_dir = finished_run(folder, exp_name, seed)
+    argv = ["--seed", str(seed), "--num-digits", str(args.num_digits), "--runs-dir",
+            str(folder), "--exp-name", exp_name, *flags, *shlex.split(args.flags)]
+    expected = expected_config(argv)
+    run_dir = finished_run(folder, exp_name, seed, expected)
     if run_dir is None and args.run:
-        command = [sys.executable, str(REPO / "grpo_text.py"), "--seed", str(seed),
-                   "--num-digits", str(args.num_digits), "--runs-dir", str(folder),
-                   "--exp-name", exp_name, *flags, *args.flags.split()]
+        command = [sys.executable, str(REPO / "grpo_text.py"), *argv]
         print(" ".join(command[1:]), flush=True)
-        subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        run_dir = finished_run(folder, exp_name, seed)
+        status = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+        if status:
+            print(f"plots/grpo_text.py: error: {shlex.join(command[1:])} ended with status "
+                  f"{status}; nothing written", file=sys.stderr)
+            raise SystemExit(status)
+        run_dir = finished_run(folder, exp_name, seed, expected)
     return run_dir
 
 
@@ -138,7 +185,7 @@ def draw(args: Args, runs: dict[str, list[Path]], plateau_mean: float | None) ->
         updates = [read_csv(run_dir / "updates.csv") for run_dir in run_dirs]
         m = min(len(u["answers"]) for u in updates)
         zero = np.stack([u["zero_signal"][:m] for u in updates]).mean(0)
-        window = 25  # iterations in the running mean: one group's share is noisy
+        window = min(25, m)  # iterations in the running mean: one group's share is noisy
         smooth = np.convolve(zero, np.ones(window) / window, mode="valid")
         right.plot(updates[0]["answers"][window - 1:m], smooth, color=line.get_color(),
                    label=METHODS.get(method, method))
@@ -157,6 +204,13 @@ def draw(args: Args, runs: dict[str, list[Path]], plateau_mean: float | None) ->
 
 
 def main(args: Args) -> None:
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown or len(set(args.methods)) < len(args.methods):
+        fail(f"--methods {' '.join(args.methods)}: each at most once, of {', '.join(METHODS)}")
+    if not args.seeds or len(set(args.seeds)) < len(args.seeds):
+        fail(f"--seeds {' '.join(map(str, args.seeds))}: one or more, each at most once")
+    if not args.methods and not args.plateau:
+        fail("--methods (none) with --no-plateau: nothing to compare")
     runs = {method: [] for method in args.methods}
     if args.plateau:
         runs[PLATEAU] = []
@@ -167,6 +221,9 @@ def main(args: Args) -> None:
             if run_dir is not None:
                 runs[method].append(run_dir)
     rows = [summarise(method, run_dirs) for method, run_dirs in runs.items() if run_dirs]
+    if not rows:
+        fail(f"no finished run of these flags in {args.runs_dir / f'add{args.num_digits}'}; "
+             "nothing written" + (" (--no-run reads, never runs)" if not args.run else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out.with_suffix(".csv"), "w", newline="") as file:
         writer = csv.DictWriter(file, COLUMNS)

@@ -7,6 +7,7 @@ Python loops, values worked by hand, a fresh forward pass read position by posit
 code against itself.
 """
 
+import dataclasses
 import inspect
 import json
 import math
@@ -455,3 +456,45 @@ def test_lines_fit_in_100_characters():
 def test_shared_pieces_are_the_same_text_as_in_grpo(name):
     import grpo
     assert inspect.getsource(getattr(grpo_text, name)) == inspect.getsource(getattr(grpo, name))
+
+
+# --- plots/grpo_text.py: reads only runs of the flags it is given, writes nothing on bad input ---
+
+def fake_text_run(folder, **flags):
+    """A finished run folder of grpo_text.py as plots/grpo_text.py reads it: config.json from
+    Args(**flags), two held-out evaluations and two updates."""
+    args = grpo_text.Args(**flags)
+    run_dir = folder / f"add{args.num_digits}__{args.exp_name}__{args.seed}__1"
+    run_dir.mkdir(parents=True)
+    config = {**json.loads(json.dumps(dataclasses.asdict(args))), "finished": True}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "evaluations.csv").write_text(
+        "answers,iteration,heldout_accuracy,wall_time\n0,0,0.25,1.0\n512,2,0.75,3.0\n")
+    (run_dir / "updates.csv").write_text(
+        "answers,iteration,zero_signal,wall_time\n256,1,0.5,2.0\n512,2,0.25,3.0\n")
+
+
+@pytest.mark.parametrize("flags, read", [([], False), (["--flags=--sft-examples 1000"], True)])
+def test_the_comparison_reads_only_a_run_of_the_flags_given(run_script, tmp_path, flags, read):
+    """One finished GRPO run, made with --sft-examples 1000: it serves the comparison of those
+    flags, and not the defaults' (which then has no run and writes nothing)."""
+    fake_text_run(tmp_path / "runs" / "add2", seed=1, exp_name="group", sft_examples=1000)
+    out = tmp_path / "out" / "table"
+    result = run_script("plots/grpo_text.py", "--no-run", "--seeds", "1", "--methods", "group",
+                        "--no-plateau", "--runs-dir", tmp_path / "runs", "--out", out, *flags)
+    if read:
+        assert result.returncode == 0, result.stderr
+        assert "accuracy_after_each_seed 0.750" in result.stdout
+    else:
+        assert result.returncode == 2 and "no finished run" in result.stderr
+        assert len(result.stderr.splitlines()) == 1 and not out.parent.exists()
+
+
+@pytest.mark.parametrize("argv, mention", [
+    (["--methods", "foo"], "--methods foo"),
+    (["--seeds", "1", "1"], "--seeds 1 1"),
+    (["--flags=--num-digits 9"], "--num-digits 9"),
+])
+def test_the_comparison_refuses_bad_flags_in_one_line(run_script, assert_clean_error, argv,
+                                                       mention):
+    assert mention in assert_clean_error(run_script("plots/grpo_text.py", "--no-run", *argv))
