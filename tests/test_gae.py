@@ -1,6 +1,7 @@
-"""gae.py checked against independent computations: compute_gae against its definition summed
-term by term, the exact V^pi and Q^pi against Monte-Carlo averages, and the bias and variance
-of A_hat against what the article [From Baseline to Advantage, reference 1] says of lambda."""
+"""gae.py checked against independent computations: the exact V^pi and Q^pi against
+Monte-Carlo averages, the bias and variance of A_hat against the error's moments summed step by
+step and against what the article [From Baseline to Advantage, reference 1] says of lambda.
+Its compute_gae is checked in test_ppo_clip.py, beside the algorithm scripts' copy."""
 
 import math
 import subprocess
@@ -17,50 +18,6 @@ import gae
 
 REPO = Path(__file__).resolve().parents[1]
 LAMBDAS = (0.0, 0.5, 0.9, 1.0)
-
-
-def random_batch(T: int = 12, N: int = 6, seed: int = 0) -> dict:
-    """[T, N] tensors with terminations and time-limit truncations mixed."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def draw() -> torch.Tensor:
-        return torch.randn(T, N, generator=gen, dtype=torch.float64)
-
-    u = torch.rand(T, N, generator=gen, dtype=torch.float64)
-    terminations = (u < 0.15).double()
-    truncations = ((u >= 0.15) & (u < 0.3)).double()
-    assert terminations.sum() > 0 and truncations.sum() > 0
-    return dict(rewards=draw(), values=draw(), next_values=draw(), terminations=terminations,
-                dones=torch.clamp(terminations + truncations, max=1.0))
-
-
-def test_compute_gae_equals_the_double_sum():
-    batch = random_batch()
-    gamma, gae_lambda = 0.9, 0.7
-    r, v, nv = batch["rewards"], batch["values"], batch["next_values"]
-    term, done = batch["terminations"], batch["dones"]
-    T, N = r.shape
-    expected = torch.zeros(T, N, dtype=torch.float64)
-    for n in range(N):
-        for t in range(T):
-            # A_t = sum_{l >= 0} (gamma lambda)^l delta_{t+l}, up to and including the step
-            # that ends the episode (or the last step of the rollout)
-            for l in range(T - t):
-                k = t + l
-                delta = r[k, n] + gamma * (1 - term[k, n]) * nv[k, n] - v[k, n]
-                expected[t, n] += (gamma * gae_lambda) ** l * delta
-                if done[k, n]:
-                    break
-    got = gae.compute_gae(r, v, nv, term, done, gamma, gae_lambda)
-    torch.testing.assert_close(got, expected)
-
-
-def test_lambda_zero_is_the_one_step_td_error():
-    batch = random_batch(seed=1)
-    gamma = 0.95
-    td = (batch["rewards"] + gamma * (1 - batch["terminations"]) * batch["next_values"]
-          - batch["values"])
-    torch.testing.assert_close(gae.compute_gae(**batch, gamma=gamma, gae_lambda=0.0), td)
 
 
 def small_mdp(seed: int, num_states: int = 6, num_actions: int = 2, gamma: float = 0.95,
@@ -184,6 +141,33 @@ def test_against_advantage_lambda_one_keeps_the_baseline_error(measured):
     assert abs(bias_sq - expected) < tolerance
     # the variance is the same as against Q^pi - V: the targets differ by a constant per (s, a)
     assert variance == pytest.approx(gae.bias_variance(measured["stats"][1, -1])[1], rel=1e-9)
+
+
+def test_bias_and_variance_are_the_moments_of_the_error_per_pair_summed_directly():
+    """bias_sq = sum_sa w_sa mean(e | s, a)^2 and variance = sum_sa w_sa var(e | s, a), w_sa the
+    share of visits, with e = A_hat - target listed step by step here; together they are the
+    mean of e^2 over all steps (the law of total variance)."""
+    gamma, gae_lambda = 0.95, 0.5
+    rng, transitions, mdp_rewards, policy, v, q = small_mdp(5, gamma=gamma)
+    critic, target = v + rng.standard_normal(len(v)), q - v[:, None]
+    rollout = gae.sample_rollout(transitions, policy, 0.1, 40, 30, rng)
+    states, actions, next_states, terminations, valid = rollout
+    ends = torch.from_numpy(terminations.astype(np.float64))
+    advantages = gae.compute_gae(torch.from_numpy(mdp_rewards[states, actions] * valid),
+                                 torch.from_numpy(critic[states]),
+                                 torch.from_numpy(critic[next_states]), ends, ends, gamma,
+                                 gae_lambda).numpy()
+    errors = {}  # (s, a) -> e_t of every valid step at (s, a)
+    for t, n in zip(*np.nonzero(valid)):
+        pair = (states[t, n], actions[t, n])
+        errors.setdefault(pair, []).append(advantages[t, n] - target[pair])
+    steps = sum(map(len, errors.values()))
+    bias_sq = sum(len(e) / steps * np.mean(e) ** 2 for e in errors.values())
+    variance = sum(len(e) / steps * np.var(e) for e in errors.values())
+    stats = gae.error_stats(rollout, mdp_rewards, [critic], [target], gamma, (gae_lambda,))
+    assert gae.bias_variance(stats[0, 0]) == pytest.approx((bias_sq, variance), rel=1e-9)
+    mean_square = np.mean([x**2 for e in errors.values() for x in e])
+    assert bias_sq + variance == pytest.approx(mean_square, rel=1e-9)
 
 
 def test_run_writes_the_table_and_figure_reproducibly(tmp_path, capsys):

@@ -14,8 +14,9 @@ import gymnasium as gym
 import pytest
 import torch
 
+import gae
 import ppo_clip
-from ppo_clip import clipped_surrogate_loss, compute_gae, mean_kl, value_loss
+from ppo_clip import clipped_surrogate_loss, mean_kl, value_loss
 
 
 # --- L^CLIP [PPO: Approximate the Constraint with Clipping] ---
@@ -150,15 +151,22 @@ def test_surrogate_gradient_is_the_ratio_weighted_policy_gradient_away_from_thet
 
 # --- GAE [From Baseline to Advantage] ---
 
+# gae.py carries its own copy, with comments of its own: both are checked here
+GAE_COPIES = [pytest.param(ppo_clip.compute_gae, id="ppo_clip"),
+              pytest.param(gae.compute_gae, id="gae")]
+
+
+@pytest.mark.parametrize("compute_gae", GAE_COPIES)
 @pytest.mark.parametrize("gamma, gae_lambda", [(0.99, 0.95), (0.98, 0.8), (0.9, 0.0), (1.0, 1.0),
                                                (0.5, 0.5)])
 def test_compute_gae_matches_the_sum_written_term_by_term(rollout, gae_by_definition, gamma,
-                                                         gae_lambda):
+                                                         gae_lambda, compute_gae):
     torch.testing.assert_close(compute_gae(*rollout, gamma, gae_lambda),
                                gae_by_definition(*rollout, gamma, gae_lambda))
 
 
-def test_compute_gae_with_lambda_zero_is_the_one_step_td_error(rollout):
+@pytest.mark.parametrize("compute_gae", GAE_COPIES)
+def test_compute_gae_with_lambda_zero_is_the_one_step_td_error(rollout, compute_gae):
     """With lambda = 0, A_t is delta_t alone: r_t + gamma V(s_{t+1}) - V(s_t), or r_t - V(s_t)
     after a termination, whose next state has no value; a truncation still bootstraps."""
     rewards, values, next_values, terminations, dones = rollout
@@ -169,8 +177,9 @@ def test_compute_gae_with_lambda_zero_is_the_one_step_td_error(rollout):
     torch.testing.assert_close(compute_gae(*rollout, gamma, 0.0), td_error)
 
 
+@pytest.mark.parametrize("compute_gae", GAE_COPIES)
 @pytest.mark.parametrize("ending", ["terminated", "truncated"])
-def test_compute_gae_with_lambda_one_is_the_discounted_return_minus_v(ending):
+def test_compute_gae_with_lambda_one_is_the_discounted_return_minus_v(ending, compute_gae):
     """One env; the episode ends at step `end`; V of consecutive states is consistent
     (next_values[t] = values[t + 1]), so the TD errors telescope."""
     T, end, gamma = 8, 5, 0.9
