@@ -387,6 +387,36 @@ def test_recompute_adv_reestimates_before_every_epoch_with_the_critic_as_it_is(m
 
 
 
+@pytest.mark.parametrize("name, loss", [("ppo_clip", "clipped_surrogate_loss"),
+                                        ("ppo_kl", "kl_penalty_loss")])
+def test_recompute_adv_feeds_each_epochs_loss_its_own_estimate(monkeypatch, tmp_path, name,
+                                                                loss):
+    """One minibatch a epoch, no normalisation: epoch k's objective sees exactly the Â_t of the
+    k-th estimate (in the minibatch's order), and the estimates move as the critic learns."""
+    module = importlib.import_module(name)
+    estimates, seen = [], []
+    original_estimate, original_loss = module.advantages_and_returns, getattr(module, loss)
+
+    def recording_estimate(*arguments):
+        result = original_estimate(*arguments)
+        estimates.append(result[0].clone())
+        return result
+
+    def recording_loss(ratio, advantages, *rest):
+        seen.append(advantages.detach().clone())
+        return original_loss(ratio, advantages, *rest)
+
+    monkeypatch.setattr(module, "advantages_and_returns", recording_estimate)
+    monkeypatch.setattr(module, loss, recording_loss)
+    module.train(module.Args(total_timesteps=256, num_envs=2, num_steps=128, update_epochs=3,
+                             num_minibatches=1, recompute_adv=True, norm_adv=False,
+                             runs_dir=str(tmp_path)))
+    assert len(estimates) == len(seen) == 3
+    for estimate, used in zip(estimates, seen):
+        torch.testing.assert_close(used.sort().values, estimate.sort().values)
+    assert not torch.allclose(estimates[0], estimates[2])
+
+
 @pytest.mark.parametrize("name", ["ppo_clip", "ppo_kl"])
 def test_value_clip_is_centred_on_the_critics_own_output_under_scaled_targets(monkeypatch,
                                                                               tmp_path, name):
