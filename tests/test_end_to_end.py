@@ -157,6 +157,31 @@ def test_eval_checkpoint_plays_and_prints_mean_and_std(module, script, short_run
     assert lowest <= float(match[1]) <= highest
 
 
+def test_eval_checkpoint_returns_what_its_policy_earns(module, script, short_run, run_cli,
+                                                       tmp_path):
+    """A checkpoint edited to push left whatever it sees: the printed mean is the return of
+    pushing left in CartPole-v1 from the same starts (the first reset seeded, the rest from
+    the env's own generator), played here with gymnasium alone."""
+    checkpoint = torch.load(short_run(module, "cartpole")[1] / "model.pt", weights_only=True)
+    last = checkpoint["actor"]["net.4.weight"]
+    checkpoint["actor"]["net.4.weight"] = torch.zeros_like(last)  # the logits: a constant
+    checkpoint["actor"]["net.4.bias"] = torch.tensor([5.0, -5.0])  # action 0 is the argmax
+    torch.save(checkpoint, tmp_path / "left.pt")
+    result = run_cli(script, "--eval-checkpoint", tmp_path / "left.pt", "--eval-episodes", 3,
+                     "--seed", 7)
+    assert result.returncode == 0, result.stderr
+    env, returns = gym.make("CartPole-v1"), []
+    for episode in range(3):
+        env.reset(seed=7 if episode == 0 else None)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(0)
+            total, done = total + reward, terminated or truncated
+        returns.append(total)
+    assert f"3 episodes, return {np.mean(returns):.1f} +- {np.std(returns):.1f}" in result.stdout
+    assert len(set(returns)) > 1  # three different starts
+
+
 def write_bad_checkpoint(kind: str, path, good_checkpoint) -> None:
     if kind == "corrupt":
         path.write_bytes(np.random.default_rng(0).bytes(4096))
