@@ -611,21 +611,26 @@ def test_a_batch_without_signal_leaves_actor_and_adam_untouched(scripted, adam_s
     assert updates["kl"][0] > 0 and updates["kl"][1:].tolist() == [0.0, 0.0]
 
 
-def test_dynamic_sampling_keeps_signal_groups_up_to_the_cap(scripted, monkeypatch, tmp_path,
+@pytest.fixture
+def batches(monkeypatch):
+    """The advantages Â_t of every call of grpo.grpo_loss in the test, one tensor a call."""
+    seen, loss = [], grpo.grpo_loss
+
+    def recording_loss(ratio, advantages, *rest):
+        seen.append(advantages.detach().clone())
+        return loss(ratio, advantages, *rest)
+
+    monkeypatch.setattr(grpo, "grpo_loss", recording_loss)
+    return seen
+
+
+def test_dynamic_sampling_keeps_signal_groups_up_to_the_cap(scripted, batches, tmp_path,
                                                             read_csv):
     """Groups whose start seed is divisible by 3 carry signal (when their actions differ).
     With --no-signal-only, so that nothing but dynamic sampling drops a group: every batch
     holds P = 2 groups of signal when it drew fewer than the cap (3 rounds, 6 groups), at most
     2 at the cap; and every drawn episode's step counts."""
     scripted(lambda seed, episode: seed % 3 == 0)
-    batches = []
-    loss = grpo.grpo_loss
-
-    def recording_loss(ratio, advantages, *rest):
-        batches.append(advantages.detach().clone())
-        return loss(ratio, advantages, *rest)
-
-    monkeypatch.setattr(grpo, "grpo_loss", recording_loss)
     args = grpo.Args(env_id="ScriptedReward-v0", num_groups=2, group_size=4, update_epochs=1,
                      num_minibatches=1, total_timesteps=400, dynamic_sampling=True, max_draws=3,
                      signal_only=False, runs_dir=str(tmp_path))
@@ -643,20 +648,12 @@ def test_dynamic_sampling_keeps_signal_groups_up_to_the_cap(scripted, monkeypatc
         assert len(advantages) == 8 or groups_drawn == 6
 
 
-def test_dynamic_sampling_stops_at_p_groups_when_a_round_brings_more(scripted, monkeypatch,
+def test_dynamic_sampling_stops_at_p_groups_when_a_round_brings_more(scripted, batches,
                                                                      tmp_path, read_csv):
     """P = 2. Round 1: only its first group carries signal (kept); round 2: both do, but one
     place is left, so its first group is kept and its second dropped: 2 groups drawn twice and
     a batch of exactly P·G = 8 episodes, all with signal."""
     scripted(lambda seed, episode: episode < 4 or 8 <= episode < 16)
-    batches = []
-    loss = grpo.grpo_loss
-
-    def recording_loss(ratio, advantages, *rest):
-        batches.append(advantages.detach().clone())
-        return loss(ratio, advantages, *rest)
-
-    monkeypatch.setattr(grpo, "grpo_loss", recording_loss)
     args = grpo.Args(env_id="ScriptedReward-v0", num_groups=2, group_size=4, update_epochs=1,
                      num_minibatches=1, total_timesteps=16, dynamic_sampling=True, max_draws=3,
                      runs_dir=str(tmp_path))
