@@ -15,7 +15,9 @@ vpg.py, trpo.py, ppo_clip.py and ppo_kl.py use one copy of each:
     assert_run_folder(run_dir, args, own_columns)
                                     config.json, episodes.csv and updates.csv as the README
                                     documents
-    rows_without_column(path, name) the CSV's lines with one column cut out (byte comparison)
+    rows_without_column(path, *names)
+                                    the CSV's lines with those columns cut out (byte
+                                    comparison)
     trained(module, **flags)        train(module.Args(**flags)) once per session: (args, run_dir)
     short_run(module, name)         the short runs every script gets ("cartpole", "pendulum")
     head, make_actor(module, head)  a small Actor of each kind and a batch of observations
@@ -211,17 +213,18 @@ def assert_run_folder():
     return _assert_run_folder
 
 
-def _rows_without_column(path: Path, name: str) -> list[list[str]]:
+def _rows_without_column(path: Path, *names: str) -> list[list[str]]:
     with open(path, newline="") as file:
         header, *rows = list(csv.reader(file))
-    drop = header.index(name)
-    return [row[:drop] + row[drop + 1:] for row in [header, *rows]]
+    keep = [i for i, column in enumerate(header) if column not in names]
+    assert len(keep) == len(header) - len(names), (names, header)  # each name is a column
+    return [[row[i] for i in keep] for row in [header, *rows]]
 
 
 @pytest.fixture
 def rows_without_column():
-    """The CSV's rows as strings with one column cut out, for byte-for-byte comparison of runs
-    (wall_time and sps differ between two runs of the same seed; nothing else may)."""
+    """The CSV's rows as strings with the named columns cut out, for byte-for-byte comparison
+    of runs (wall_time and sps differ between two runs of the same seed; nothing else may)."""
     return _rows_without_column
 
 
