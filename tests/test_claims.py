@@ -235,7 +235,8 @@ def test_summary_rebuilds_table1_from_the_runs(tmp_path):
     assert len(claims.read_rows(out / "runs.csv")) == 5
     tables = (out / "tables.md").read_text().split("\n\n")
     # one run per task: the bootstrap has nothing to resample, so no interval is shown
-    assert "|no clip or penalty (`ppo_kl.py --no-adaptive --beta-init 0`)|2|0.75|−0.39|" in tables[0]
+    no_clip = "|no clip or penalty (`ppo_kl.py --no-adaptive --beta-init 0`)|2|0.75|−0.39|"
+    assert no_clip in tables[0]
     assert "|clip ε = 0.2||10/20||||110||" in tables[1]  # raw scores, seeds separated by /
 
 

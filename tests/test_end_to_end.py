@@ -1,15 +1,15 @@
 """What every algorithm script promises the same way, checked on all four.
 
-Each test runs once per script: the shared pieces are the same text, the run folder and its
-columns, reproducibility, learning on CartPole, bad input, evaluating a checkpoint, the
+Each test runs once per script: the shared pieces are the same text (grpo.py's and
+grpo_text.py's too), lines fit in 100 characters, the run folder and its columns,
+reproducibility, learning on CartPole, bad input, evaluating a checkpoint, the
 continuous-control wrappers, and a loss that turns non-finite. Runs happen in this process
 (`trained`, `short_run`, `run_cli`); a real interpreter is started only where the claim is
 about it (one bad flag per script, no traceback and nothing else on stderr).
 """
 
+import ast
 import dataclasses
-import importlib
-import inspect
 import re
 
 import gymnasium as gym
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SCRIPTS
+from conftest import REPO_ROOT, SCRIPTS
 
 # the algorithm's own columns of updates.csv, each with the values it may take
 OWN_COLUMNS = {
@@ -48,26 +48,35 @@ SHARED = ["make_env", "layer_init", "mlp", "Actor", "Critic", "mean_kl", "comput
           "RunLog", "pool_statistics", "save_model", "evaluate"]
 
 
-@pytest.mark.parametrize("name", SHARED)
-@pytest.mark.parametrize("other", [s for s in SCRIPTS if s != "ppo_clip"])
-def test_shared_pieces_are_the_same_text_as_in_ppo_clip(other, name):
-    source = [inspect.getsource(getattr(importlib.import_module(s), name))
-              for s in ("ppo_clip", other)]
-    assert source[0] == source[1]
+# (reference, other, names): the pieces two scripts share, written the same in both
+SAME_TEXT = [("ppo_clip", other, SHARED) for other in SCRIPTS if other != "ppo_clip"] + [
+    ("ppo_clip", "ppo_kl", ["probability_ratio", "ReturnScale", "advantages_and_returns"]),
+    ("ppo_clip", "trpo", ["probability_ratio"]),  # vpg has no ratio
+    ("ppo_clip", "grpo", ["make_env", "layer_init", "mlp", "Actor", "mean_kl",
+                          "probability_ratio", "clipped_surrogate_loss", "BadInput", "fail",
+                          "check_env", "choose_device", "RunLog", "evaluate"]),
+    ("grpo", "grpo_text", ["kl_k3", "clipped_surrogate_loss", "probability_ratio",
+                           "carries_signal", "BadInput", "fail"]),
+]
+ALL_SCRIPTS = ["vpg", "trpo", "ppo_clip", "ppo_kl", "grpo", "grpo_text", "gae"]
 
 
-@pytest.mark.parametrize("other", ["ppo_kl", "trpo"])
-def test_the_ratio_is_the_same_text_as_in_ppo_clip(other):  # vpg has no ratio
-    source = [inspect.getsource(importlib.import_module(s).probability_ratio)
-              for s in ("ppo_clip", other)]
-    assert source[0] == source[1]
+def source(script: str, name: str) -> str:
+    """The text of a script's top-level function or class, read from its file (no import)."""
+    text = (REPO_ROOT / f"{script}.py").read_text()
+    (node,) = [node for node in ast.parse(text).body if getattr(node, "name", None) == name]
+    return ast.get_source_segment(text, node)
 
 
-@pytest.mark.parametrize("name", ["ReturnScale", "advantages_and_returns"])
-def test_the_pieces_of_the_two_ppo_scripts_are_the_same_text(name):  # their own flags' pieces
-    source = [inspect.getsource(getattr(importlib.import_module(s), name))
-              for s in ("ppo_clip", "ppo_kl")]
-    assert source[0] == source[1]
+@pytest.mark.parametrize("reference, other, name",
+                         [(a, b, name) for a, b, names in SAME_TEXT for name in names])
+def test_a_shared_piece_is_the_same_text_in_both_scripts(reference, other, name):
+    assert source(other, name) == source(reference, name)
+
+
+@pytest.mark.parametrize("script", ALL_SCRIPTS)
+def test_lines_fit_in_100_characters(script):
+    assert max(map(len, (REPO_ROOT / f"{script}.py").read_text().splitlines())) <= 100
 
 
 # --- short runs ---

@@ -3,14 +3,13 @@ the group rollout and the run end to end.
 
 Each check compares against something written independently here (a formula written out with
 Python loops, a Monte-Carlo estimate, ppo_clip's L^CLIP, a sum over episodes), never the code
-against itself. The pieces grpo.py shares with ppo_clip.py are the same text (checked at the
-end), so their own tests cover them.
+against itself. The pieces grpo.py shares with ppo_clip.py are the same text (checked in
+test_end_to_end.py), so their own tests cover them.
 """
 
 import copy
 import dataclasses
 import importlib.util
-import inspect
 import json
 import re
 
@@ -458,20 +457,6 @@ def test_eval_of_a_missing_checkpoint_exits_2(run_cli, assert_clean_error, tmp_p
 @pytest.mark.skipif(importlib.util.find_spec("moviepy") is not None, reason="moviepy present")
 def test_capture_video_without_moviepy_asks_for_it(assert_bad_flag):
     assert_bad_flag("grpo.py", ["--capture-video"], "moviepy")
-
-
-# --- the pieces shared with ppo_clip.py are the same text ---
-
-@pytest.mark.parametrize("name", ["make_env", "layer_init", "mlp", "Actor", "mean_kl",
-                                  "probability_ratio", "clipped_surrogate_loss", "BadInput",
-                                  "fail", "check_env", "choose_device", "RunLog", "evaluate"])
-def test_shared_pieces_are_the_same_text_as_in_ppo_clip(name):
-    assert (inspect.getsource(getattr(grpo, name))
-            == inspect.getsource(getattr(ppo_clip, name)))
-
-
-def test_lines_fit_in_100_characters():
-    assert max(map(len, inspect.getsource(grpo).splitlines())) <= 100
 
 
 # --- no step without signal; DAPO's dynamic sampling and clip-higher [arXiv:2503.14476] ---

@@ -8,7 +8,6 @@ code against itself.
 """
 
 import dataclasses
-import inspect
 import json
 import math
 import re
@@ -451,19 +450,6 @@ def test_minibatches_up_to_the_whole_batch_where_every_answer_is_kept(flags):
     """Without --dynamic-sampling, a critic, the batch-mean baseline (one group: the batch) and
     --no-signal-only keep all N = 256 answers or none, so 9 to 256 minibatches are allowed."""
     grpo_text.check_args(grpo_text.Args(num_minibatches=256, **flags))
-
-
-def test_lines_fit_in_100_characters():
-    assert max(map(len, inspect.getsource(grpo_text).splitlines())) <= 100
-
-
-# --- the pieces shared with grpo.py are the same text (grpo.py's tests check them) ---
-
-@pytest.mark.parametrize("name", ["kl_k3", "clipped_surrogate_loss", "probability_ratio",
-                                  "carries_signal", "BadInput", "fail"])
-def test_shared_pieces_are_the_same_text_as_in_grpo(name):
-    import grpo
-    assert inspect.getsource(getattr(grpo_text, name)) == inspect.getsource(getattr(grpo, name))
 
 
 # --- plots/grpo_text.py: reads only runs of the flags it is given, writes nothing on bad input ---
