@@ -236,6 +236,45 @@ def test_value_clipping_stops_the_gradient_of_a_prediction_moved_past_the_clip()
     torch.testing.assert_close(newvalue.grad, torch.where(frozen, 0.0, (v - r) / n))
 
 
+# --- the loop [Putting It Together, steps 3 and 5] ---
+
+@pytest.mark.parametrize("name, loss", [("ppo_clip", "clipped_surrogate_loss"),
+                                        ("ppo_kl", "kl_penalty_loss")])
+def test_each_update_is_epochs_of_minibatches_that_partition_the_batch_from_theta_old(
+        monkeypatch, tmp_path, name, loss):
+    """Step 3: per update, update_epochs passes, each of num_minibatches minibatches that
+    together hold every sample of the batch once; step 5: each update starts from θ' = the
+    actor the last one left, so its first minibatch has every r_t = 1."""
+    module = importlib.import_module(name)
+    estimates, calls = [], []
+    original_estimate, original_loss = module.advantages_and_returns, getattr(module, loss)
+
+    def recording_estimate(*arguments):
+        result = original_estimate(*arguments)
+        estimates.append(result[0].clone())
+        return result
+
+    def recording_loss(ratio, advantages, *rest):
+        calls.append((ratio.detach().clone(), advantages.detach().clone()))
+        return original_loss(ratio, advantages, *rest)
+
+    monkeypatch.setattr(module, "advantages_and_returns", recording_estimate)
+    monkeypatch.setattr(module, loss, recording_loss)
+    epochs, minibatches = 3, 4
+    module.train(module.Args(total_timesteps=3 * 256, num_envs=2, num_steps=128,
+                             update_epochs=epochs, num_minibatches=minibatches, norm_adv=False,
+                             runs_dir=str(tmp_path)))
+    assert len(estimates) == 3 and len(calls) == 3 * epochs * minibatches
+    for update, batch in enumerate(estimates):
+        mine = calls[update * epochs * minibatches:(update + 1) * epochs * minibatches]
+        torch.testing.assert_close(mine[0][0], torch.ones_like(mine[0][0]))  # r_t at θ = θ'
+        for epoch in range(epochs):
+            parts = [a for _, a in mine[epoch * minibatches:(epoch + 1) * minibatches]]
+            assert all(len(part) == 64 for part in parts)
+            torch.testing.assert_close(torch.cat(parts).sort().values, batch.sort().values)
+        assert any((ratio - 1).abs().max() > 1e-4 for ratio, _ in mine[1:])  # θ moved
+
+
 # --- the rollout's fast sampler draws from the same pi_theta(.|s) as the Distribution ---
 
 def test_actor_sample_draws_from_the_actors_distribution(make_actor, moved_copy, head):
