@@ -316,11 +316,11 @@ def sample_answers(actor: Transformer, prompts: torch.Tensor, answer_len: int,
 
 
 def supervised_fine_tune(actor: Transformer, prompts: torch.Tensor, answers: torch.Tensor,
-                         steps: int, batch_size: int, learning_rate: float,
+                         steps: int, batch_size: int, optimizer: torch.optim.Optimizer,
                          rng: np.random.Generator) -> None:
-    """Stage 1: steps of Adam on the next-token cross-entropy of the solved answers (their
-    digits and end token; not the prompt, which is given), minibatches drawn with rng."""
-    optimizer = torch.optim.Adam(actor.parameters(), lr=learning_rate)
+    """Stage 1: steps of the optimizer (Adam on the actor) on the next-token cross-entropy of
+    the solved answers (their digits and end token; not the prompt, which is given),
+    minibatches drawn with rng."""
     lengths = (answers != END).sum(1) + 1
     for _ in range(steps):
         mb = torch.as_tensor(rng.integers(len(prompts), size=batch_size))
@@ -360,17 +360,18 @@ def fine_tune(actor: Transformer, train_pairs: np.ndarray, args: Args, log: "Run
     D, L = args.num_digits, args.num_digits + 2
     sft_pairs = train_pairs[:args.sft_examples]
     sft_data = prompts_of(sft_pairs, D), answers_of(sft_pairs, L)
+    # one Adam for the whole stage: the control's chunks continue one run of it
+    optimizer = torch.optim.Adam(actor.parameters(), lr=args.sft_learning_rate)
     if not args.sft_to_plateau:
-        supervised_fine_tune(actor, *sft_data, args.sft_steps, args.sft_batch_size,
-                             args.sft_learning_rate, rng)
+        supervised_fine_tune(actor, *sft_data, args.sft_steps, args.sft_batch_size, optimizer,
+                             rng)
         log.sft_steps = args.sft_steps
         return
     valid_pairs = train_pairs[args.sft_examples:][:args.heldout_size]
     valid = prompts_of(valid_pairs, D), torch.as_tensor(valid_pairs.sum(1))
 
     def chunk() -> None:  # 250 SFT steps, then a held-out row for the record
-        supervised_fine_tune(actor, *sft_data, 250, args.sft_batch_size,
-                             args.sft_learning_rate, rng)
+        supervised_fine_tune(actor, *sft_data, 250, args.sft_batch_size, optimizer, rng)
         log.sft_steps += 250
         log.evaluate(actor, 0, 0)
 

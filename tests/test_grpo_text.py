@@ -291,7 +291,8 @@ def test_sft_lowers_the_held_out_cross_entropy():
     model = small_model(seed=1)
     before = held_out_cross_entropy(model, heldout)
     grpo_text.supervised_fine_tune(model, grpo_text.prompts_of(train[:500], 2),
-                                   grpo_text.answers_of(train[:500], 4), 150, 32, 3e-3,
+                                   grpo_text.answers_of(train[:500], 4), 150, 32,
+                                   torch.optim.Adam(model.parameters(), lr=3e-3),
                                    np.random.default_rng(1))
     after = held_out_cross_entropy(model, heldout)
     assert before > 2.0  # near log 13 = 2.56 at initialisation
@@ -322,18 +323,20 @@ def test_sft_to_plateau_keeps_the_best_chunk_and_stops_after_patience():
 
 def test_the_plateau_control_chooses_on_prompts_it_neither_trains_on_nor_reports(
         monkeypatch, tmp_path, read_csv):
-    scored, trained = [], []
+    scored, trained, optimizers = [], [], []
     real = grpo_text.greedy_accuracy
     monkeypatch.setattr(grpo_text, "greedy_accuracy", lambda actor, prompts, *rest:
                         scored.append(prompts) or real(actor, prompts, *rest))
+    # no step taken: no chunk gains, so 8 are run
     monkeypatch.setattr(grpo_text, "supervised_fine_tune", lambda actor, prompts, *rest:
-                        trained.append(prompts))  # no step: no chunk gains, 8 are run
+                        trained.append(prompts) or optimizers.append(rest[3]))
     args = grpo_text.Args(**TINY, sft_to_plateau=True, runs_dir=str(tmp_path))
     evaluations = read_csv(grpo_text.train(args) / "evaluations.csv")
     train, heldout = grpo_text.make_task(2, TINY["heldout_size"], args.seed)
     texts = lambda prompts: {text(row) for row in prompts}  # noqa: E731
     heldout_texts, sft_texts = texts(grpo_text.prompts_of(heldout, 2)), texts(trained[0])
     assert len(trained) == 8 and sft_texts == texts(grpo_text.prompts_of(train[:100], 2))
+    assert len({id(optimizer) for optimizer in optimizers}) == 1  # one Adam, its moments kept
     valid = [texts(p) for p in scored if texts(p) != heldout_texts]
     assert len(valid) == 9  # before the first chunk and after each
     assert len(valid[0]) == TINY["heldout_size"]
