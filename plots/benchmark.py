@@ -49,7 +49,7 @@ Examples:
     python plots/benchmark.py --summary-only             # into runs/benchmark/summary
     python plots/benchmark.py --grid table1 --jobs 1     # runs in runs/claims
     python plots/benchmark.py --envs CartPole-v1 --scripts ppo_clip --seeds 1 \\
-        --total-timesteps 4096                           # a quick check, same folder
+        --total-timesteps 4096                           # a quick check, into summary_4096
 """
 
 import dataclasses
@@ -164,7 +164,8 @@ class Args:
     grid's runs"""
     out_dir: Path | None = None
     """where results.csv, data/ and the figures go, merged with the copies already in data/;
-    None: <runs-dir>/summary; the committed results only with --out-dir plots"""
+    None: <runs-dir>/summary (summary_<budget> with --total-timesteps); the committed results
+    only with --out-dir plots"""
     jobs: int = 2
     """runs at a time, each one process with one thread"""
     dry_run: bool = False
@@ -502,8 +503,10 @@ def in_plots(folder: Path) -> bool:
 def main(args: Args) -> None:
     """Check the flags, then dry-run, run and summarise, or only summarise."""
     runs_dir, out_given = args.runs_dir or GRID_RUNS_DIR[args.grid], args.out_dir is not None
-    args = dataclasses.replace(args, runs_dir=runs_dir,
-                               out_dir=args.out_dir or runs_dir / "summary")
+    # a quick check's summary apart from the full budgets' (the claims and grpo summaries merge
+    # rows by run, whatever their budget)
+    summary = "summary" if args.total_timesteps is None else f"summary_{args.total_timesteps}"
+    args = dataclasses.replace(args, runs_dir=runs_dir, out_dir=args.out_dir or runs_dir / summary)
     for name, chosen, allowed in (("scripts", args.scripts, NAMES),
                                   ("envs", args.envs or (), grid_envs(args.grid))):
         unknown = [x for x in chosen if x not in allowed]

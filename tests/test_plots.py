@@ -596,7 +596,7 @@ def test_a_quick_check_writes_to_the_users_folder(committed_copy):
         result = run_in(committed_copy, BENCHMARK, "--summary-only", "--envs", ENV, "--scripts",
                         "ppo_clip", "--seeds", 1, "--total-timesteps", 4096)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    with open(committed_copy / "runs" / "benchmark" / "summary" / "results.csv") as file:
+    with open(committed_copy / "runs" / "benchmark" / "summary_4096" / "results.csv") as file:
         assert [row["script"] for row in csv.DictReader(file)] == ["ppo_clip"]
 
 
