@@ -238,14 +238,12 @@ def test_value_clipping_stops_the_gradient_of_a_prediction_moved_past_the_clip()
 
 # --- the loop [Putting It Together, steps 3 and 5] ---
 
-@pytest.mark.parametrize("name, loss", [("ppo_clip", "clipped_surrogate_loss"),
-                                        ("ppo_kl", "kl_penalty_loss")])
-def test_each_update_is_epochs_of_minibatches_that_partition_the_batch_from_theta_old(
-        monkeypatch, tmp_path, name, loss):
-    """Step 3: per update, update_epochs passes, each of num_minibatches minibatches that
-    together hold every sample of the batch once; step 5: each update starts from θ' = the
-    actor the last one left, so its first minibatch has every r_t = 1."""
-    module = importlib.import_module(name)
+OBJECTIVES = [("ppo_clip", "clipped_surrogate_loss"), ("ppo_kl", "kl_penalty_loss")]
+
+
+def recorded(monkeypatch, module, loss: str) -> tuple[list, list]:
+    """Patch the module's advantages_and_returns and its objective `loss` to record each
+    estimate's Â_t [T * N] and each call's (r_t, Â_t) as the objective receives them."""
     estimates, calls = [], []
     original_estimate, original_loss = module.advantages_and_returns, getattr(module, loss)
 
@@ -260,6 +258,17 @@ def test_each_update_is_epochs_of_minibatches_that_partition_the_batch_from_thet
 
     monkeypatch.setattr(module, "advantages_and_returns", recording_estimate)
     monkeypatch.setattr(module, loss, recording_loss)
+    return estimates, calls
+
+
+@pytest.mark.parametrize("name, loss", OBJECTIVES)
+def test_each_update_is_epochs_of_minibatches_that_partition_the_batch_from_theta_old(
+        monkeypatch, tmp_path, name, loss):
+    """Step 3: per update, update_epochs passes, each of num_minibatches minibatches that
+    together hold every sample of the batch once; step 5: each update starts from θ' = the
+    actor the last one left, so its first minibatch has every r_t = 1."""
+    module = importlib.import_module(name)
+    estimates, calls = recorded(monkeypatch, module, loss)
     epochs, minibatches = 3, 4
     module.train(module.Args(total_timesteps=3 * 256, num_envs=2, num_steps=128,
                              update_epochs=epochs, num_minibatches=minibatches, norm_adv=False,
@@ -426,32 +435,18 @@ def test_recompute_adv_reestimates_before_every_epoch_with_the_critic_as_it_is(m
 
 
 
-@pytest.mark.parametrize("name, loss", [("ppo_clip", "clipped_surrogate_loss"),
-                                        ("ppo_kl", "kl_penalty_loss")])
+@pytest.mark.parametrize("name, loss", OBJECTIVES)
 def test_recompute_adv_feeds_each_epochs_loss_its_own_estimate(monkeypatch, tmp_path, name,
                                                                 loss):
     """One minibatch a epoch, no normalisation: epoch k's objective sees exactly the Â_t of the
     k-th estimate (in the minibatch's order), and the estimates move as the critic learns."""
     module = importlib.import_module(name)
-    estimates, seen = [], []
-    original_estimate, original_loss = module.advantages_and_returns, getattr(module, loss)
-
-    def recording_estimate(*arguments):
-        result = original_estimate(*arguments)
-        estimates.append(result[0].clone())
-        return result
-
-    def recording_loss(ratio, advantages, *rest):
-        seen.append(advantages.detach().clone())
-        return original_loss(ratio, advantages, *rest)
-
-    monkeypatch.setattr(module, "advantages_and_returns", recording_estimate)
-    monkeypatch.setattr(module, loss, recording_loss)
+    estimates, calls = recorded(monkeypatch, module, loss)
     module.train(module.Args(total_timesteps=256, num_envs=2, num_steps=128, update_epochs=3,
                              num_minibatches=1, recompute_adv=True, norm_adv=False,
                              runs_dir=str(tmp_path)))
-    assert len(estimates) == len(seen) == 3
-    for estimate, used in zip(estimates, seen):
+    assert len(estimates) == len(calls) == 3
+    for estimate, (_, used) in zip(estimates, calls):
         torch.testing.assert_close(used.sort().values, estimate.sort().values)
     assert not torch.allclose(estimates[0], estimates[2])
 
