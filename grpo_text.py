@@ -800,9 +800,10 @@ class RunLog:
         self.write(self.evaluations, "answers", "iteration", "sft_steps", "heldout_accuracy",
                    "wall_time")
         self.write(self.updates, "answers", "iteration", "sps", "wall_time", *self.columns)
+        stage_2 = ("SFT to its plateau alone" if args.sft_to_plateau
+                   else f"--advantage {args.advantage}")
         print(f"{args.num_digits}-digit addition, seed {args.seed}: a transformer of "
-              f"{parameters:,} parameters; --advantage {args.advantage}; run folder: "
-              f"{self.run_dir}", flush=True)
+              f"{parameters:,} parameters; {stage_2}; run folder: {self.run_dir}", flush=True)
 
     @staticmethod
     def write(file, *row) -> None:
