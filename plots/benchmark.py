@@ -330,7 +330,7 @@ def run_cells(cells: list[Cell], runs_dir: Path, jobs: int) -> int:
         log = log_dir / f"{name}.log"
         print(f"[{index}/{len(cells)}] start {name}", flush=True)
         start = time.time()
-        with open(log, "w") as file:
+        with open(log, "a") as file:  # appended: a failed attempt's log stays above
             status = subprocess.run(command(cell, runs_dir), cwd=REPO_ROOT, env=env, stdout=file,
                                     stderr=subprocess.STDOUT).returncode
         lines = log.read_text().splitlines()
