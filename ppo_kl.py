@@ -486,6 +486,8 @@ def train(args: Args) -> Path:
                 kl = mean_kl(old_dist, new_dist).item()
                 max_ratio_dev = (probability_ratio(new_dist.log_prob(b_actions), b_logprobs)
                                  - 1.0).abs().max().item()
+            # the row: losses (the policy's with its β term) and entropy are means over the
+            # update's minibatch steps; beta is the β this update used
             pg_loss, v_loss, entropy = torch.stack(stats).mean(0).tolist()
             log.update(global_step, iteration, policy_loss=pg_loss, value_loss=v_loss,
                        entropy=entropy, kl=kl, beta=beta, max_ratio_dev=max_ratio_dev,

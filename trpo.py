@@ -504,6 +504,7 @@ def train(args: Args) -> Path:
                     v_losses.append(v_loss.detach())
 
             # --- 5. θ' ← θ: the next batch is sampled by the updated actor [step 5] ---
+            # the row: -L(θ), entropy and kl after the step; value_loss, the critic steps' mean
             log.update(global_step, iteration, policy_loss=pg_loss, entropy=entropy, kl=kl,
                        value_loss=torch.stack(v_losses).mean().item(), backtracks=backtracks,
                        accepted=int(accepted), surrogate_improvement=improvement,

@@ -419,6 +419,8 @@ def train(args: Args) -> Path:
                 new_dist = actor(b_obs)
                 kl = mean_kl(old_dist, new_dist).item()
                 entropy = new_dist.entropy().mean().item()
+            # the row: policy_loss at θ' (before the step), entropy and kl after it, value_loss
+            # the mean over the critic's steps
             log.update(global_step, iteration, policy_loss=pg_loss.item(),
                        value_loss=torch.stack(v_losses).mean().item(), entropy=entropy, kl=kl,
                        explained_variance=explained_variance(b_values, b_returns))
