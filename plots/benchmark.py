@@ -528,7 +528,7 @@ def main(args: Args) -> None:
     if args.total_timesteps is not None and in_plots(args.out_dir):
         fail(f"--total-timesteps {args.total_timesteps} with --out-dir {args.out_dir}: the "
              "committed results there are the grid's full budgets; give a quick check "
-             "another --out-dir (<runs-dir>/summary if none is given)")
+             "another --out-dir (<runs-dir>/summary_<budget> if none is given)")
     if not args.dry_run:  # the folders first: a bad one costs one line, not the runs
         folders = [("--out-dir", args.out_dir)]
         if not args.summary_only:  # --runs-dir first where the --out-dir is its summary/
