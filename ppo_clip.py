@@ -448,8 +448,7 @@ def train(args: Args) -> Path:
                     # -L^CLIP(θ)  [PPO: Approximate the Constraint with Clipping]
                     pg_loss = clipped_surrogate_loss(ratio, mb_advantages, args.clip_coef)
 
-                    # step 4: regress V(s_t) toward the returns Â_t + V_old(s_t), in the
-                    # critic's units (divided by σ with --scale-value-targets)
+                    # step 4: regress V(s_t) on Â_t + V_old(s_t), in the critic's units (÷ σ)
                     v_loss = value_loss(critic(mb_obs), b_returns[mb_inds] / return_scale.std,
                                         b_values[mb_inds] / scale, args.vf_clip)
 

@@ -464,8 +464,7 @@ def train(args: Args) -> Path:
                     kl = mean_kl(old_actor(mb_obs), dist)
                     pg_loss = kl_penalty_loss(ratio, mb_advantages, kl, beta)
 
-                    # step 4: regress V(s_t) toward the returns Â_t + V_old(s_t), in the
-                    # critic's units (divided by σ with --scale-value-targets)
+                    # step 4: regress V(s_t) on Â_t + V_old(s_t), in the critic's units (÷ σ)
                     v_loss = value_loss(critic(mb_obs), b_returns[mb_inds] / return_scale.std,
                                         b_values[mb_inds] / scale, args.vf_clip)
 
@@ -486,8 +485,7 @@ def train(args: Args) -> Path:
                 kl = mean_kl(old_dist, new_dist).item()
                 max_ratio_dev = (probability_ratio(new_dist.log_prob(b_actions), b_logprobs)
                                  - 1.0).abs().max().item()
-            # the row: losses (the policy's with its β term) and entropy are means over the
-            # update's minibatch steps; beta is the β this update used
+            # the row: means over the minibatch steps (policy loss with β KL); the β it used
             pg_loss, v_loss, entropy = torch.stack(stats).mean(0).tolist()
             log.update(global_step, iteration, policy_loss=pg_loss, value_loss=v_loss,
                        entropy=entropy, kl=kl, beta=beta, max_ratio_dev=max_ratio_dev,
