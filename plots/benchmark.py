@@ -508,12 +508,11 @@ def main(args: Args) -> None:
     summary = "summary" if args.total_timesteps is None else f"summary_{args.total_timesteps}"
     args = dataclasses.replace(args, runs_dir=runs_dir, out_dir=args.out_dir or runs_dir / summary)
     for name, chosen, allowed in (("scripts", args.scripts, NAMES),
-                                  ("envs", args.envs or (), grid_envs(args.grid))):
-        unknown = [x for x in chosen if x not in allowed]
+                                  ("envs", args.envs or (), grid_envs(args.grid)),
+                                  ("seeds", args.seeds or (), None)):
+        unknown = [x for x in chosen if allowed is not None and x not in allowed]
         if unknown:
             fail(f"--{name} {' '.join(unknown)}: not in the grid ({', '.join(allowed)})")
-    for name, chosen in (("scripts", args.scripts), ("envs", args.envs or ()),
-                         ("seeds", args.seeds or ())):
         if len(set(chosen)) < len(chosen):
             fail(f"--{name} {' '.join(map(str, chosen))}: each at most once")
     if not all(0 <= seed < 2**32 for seed in args.seeds or ()):
